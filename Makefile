@@ -1,0 +1,61 @@
+# Marquee: two commands on a fresh machine — `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+UV_VERSION := 0.9.5
+APT_PACKAGES := openjdk-17-jre-headless maven prometheus kcat wrk
+STAMP := .cache/stamps
+
+.PHONY: help setup setup-apt setup-python setup-kafka demo test test-unit test-integration bench lint fmt typecheck clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP):
+	@mkdir -p $(STAMP)
+
+setup: setup-apt setup-python setup-kafka ## install everything the tests and the demo need (quick when cached)
+
+setup-apt: | $(STAMP)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+setup-python: | $(STAMP)
+	@command -v uv >/dev/null 2>&1 && uv --version | grep -q "$(UV_VERSION)" || python3 -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	@uv sync --frozen --all-extras --quiet
+
+setup-kafka:
+	@scripts/kafka.sh ensure-jars
+
+demo: setup ## set everything up and run the main job end to end
+	@$(PY) -m scripts.demo
+
+test: setup ## set up, lint, type-check and pass every test (unit and integration)
+	@$(MAKE) --no-print-directory lint typecheck
+	@$(PY) -m pytest -q --durations=15
+
+test-unit: setup-python ## only the tests that need no running service
+	@$(PY) -m pytest -q -m "not integration"
+
+bench: setup ## run the benchmarks; JSON results under benchmarks/results/
+	@$(PY) -m benchmarks.run $(BENCH)
+
+lint: ## ruff lint and format check
+	@.venv/bin/ruff check services tests benchmarks scripts
+	@.venv/bin/ruff format --check services tests benchmarks scripts
+
+typecheck: ## mypy (strict on services/common)
+	@.venv/bin/mypy services
+
+fmt: ## format and auto-fix
+	@.venv/bin/ruff format services tests benchmarks scripts
+	@.venv/bin/ruff check --fix services tests benchmarks scripts
+
+clean: ## stop local services and remove run folders
+	-@scripts/kafka.sh stop
+	-@scripts/prometheus.sh stop
+	rm -rf .run

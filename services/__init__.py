@@ -1,0 +1,1 @@
+"""Marquee: a Kubernetes-native movie recommendation platform."""

@@ -1,0 +1,1 @@
+"""Code every Marquee service shares: the event contract, bucketing, settings, logging, metrics."""

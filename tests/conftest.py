@@ -1,0 +1,36 @@
+"""Session fixtures: real Kafka and Prometheus for tests marked ``integration``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.infra import KafkaBroker, start_kafka
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaBroker]:
+    """A real single-node Kafka broker (KRaft) on loopback for the whole test session."""
+    broker = start_kafka()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic(kafka: KafkaBroker) -> str:
+    """A fresh 3-partition topic on the session broker."""
+    return kafka.create_topic()
+
+
+@pytest.fixture
+def ml100k() -> str:
+    """Path of the MovieLens 100K folder; skips cleanly when the data set is absent."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-100k"
+    if not (path / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K not found at {path}")
+    return str(path)

@@ -1,0 +1,114 @@
+"""Real infrastructure for integration tests: Kafka (KRaft) and Prometheus on loopback.
+
+Each is started by its script in ``scripts/`` with a port and run folder of the test session's
+own, so tests never touch a broker a developer has running for the demo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = bool(os.environ.get("CI"))
+
+
+def require(tool: str, why: str) -> None:
+    """Skip (locally) or fail (in CI) when a tool the platform needs is absent."""
+    if shutil.which(tool) is None:
+        msg = f"{tool} not installed ({why}); run 'make setup'"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@dataclass
+class KafkaBroker:
+    """A running single-node broker started by ``scripts/kafka.sh``."""
+
+    port: int
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port of the client listener."""
+        return f"127.0.0.1:{self.port}"
+
+    def _script(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ROOT / "scripts" / "kafka.sh"), *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def start(self) -> None:
+        """Start the broker (formats storage on first start)."""
+        self._script("start")
+
+    def stop(self) -> None:
+        """Stop the broker gracefully."""
+        self._script("stop")
+
+    def kill(self) -> None:
+        """kill -9 the broker, as a crash would."""
+        pid_file = self.run_dir / "kafka.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+
+    def create_topic(self, name: str | None = None, partitions: int = 3) -> str:
+        """Create a fresh topic (a unique name unless given) and return its name."""
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        topic = name or f"test-{uuid.uuid4().hex[:10]}"
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=20_000)
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            admin.close()
+        return topic
+
+
+def start_kafka(port: int | None = None) -> KafkaBroker:
+    """Start a broker for the test session on ``port`` with a run folder of its own.
+
+    ``MARQUEE_TEST_KAFKA_PORT`` (default 29092) lets parallel test sessions use separate brokers.
+    """
+    port = port or int(os.environ.get("MARQUEE_TEST_KAFKA_PORT", "29092"))
+    require("java", "the Kafka broker is a JVM program")
+    require("mvn", "Maven resolves the Kafka jars")
+    run_dir = ROOT / ".run" / f"test-kafka-{port}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh log for every session: tests count exact offsets
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_RUN_DIR": str(run_dir),
+        "KAFKA_TOPICS": "movielog:3 movielog-dlq:1",
+    }
+    broker = KafkaBroker(port=port, run_dir=run_dir, env=env)
+    broker.start()
+    return broker
