@@ -112,3 +112,71 @@ def start_kafka(port: int | None = None) -> KafkaBroker:
     broker = KafkaBroker(port=port, run_dir=run_dir, env=env)
     broker.start()
     return broker
+
+
+@dataclass
+class PrometheusServer:
+    """A running Prometheus started by ``scripts/prometheus.sh``."""
+
+    port: int
+    run_dir: Path
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        """Base URL of the web API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """Instant query; the ``result`` list of the API's answer."""
+        import requests
+
+        r = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        r.raise_for_status()
+        result: list[dict[str, object]] = r.json()["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        """Stop Prometheus."""
+        subprocess.run(
+            [str(ROOT / "scripts" / "prometheus.sh"), "stop"],
+            env=self.env,
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def start_prometheus(targets: dict[str, str], port: int = 29090) -> PrometheusServer:
+    """Start Prometheus scraping ``targets`` ({job: host:port}) every second."""
+    require("prometheus", "Debian package 'prometheus'")
+    require("promtool", "Debian package 'prometheus'")
+    run_dir = ROOT / ".run" / f"test-prometheus-{port}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    env = {
+        **os.environ,
+        "PROM_PORT": str(port),
+        "PROM_RUN_DIR": str(run_dir),
+        "PROM_TARGETS": ",".join(f"{job}={addr}" for job, addr in targets.items()),
+        "PROM_SCRAPE_INTERVAL": "1s",
+    }
+    subprocess.run(
+        [str(ROOT / "scripts" / "prometheus.sh"), "start"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    return PrometheusServer(port=port, run_dir=run_dir, env=env)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

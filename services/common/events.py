@@ -20,6 +20,7 @@ from typing import Final
 __all__ = [
     "MAX_LINE_CHARS",
     "MAX_MINUTE",
+    "MAX_MOVIE_ID_CHARS",
     "MAX_USER_ID",
     "CreateAccountEvent",
     "Event",
@@ -144,12 +145,12 @@ class Rejected:
 
 # --- time ---------------------------------------------------------------------------------
 
-_TIME_RE: Final = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)(?:\.(\d{1,9}))?", re.ASCII
-)
+_TIME_RE: Final = re.compile(r"(\d{4})-(\d\d)-(\d\d)T([01]\d|2[0-3]):([0-5]\d):([0-5]\d)", re.ASCII)
+_FRAC_SCALE: Final = tuple(10 ** (9 - n) for n in range(10))
 # Dates repeat on almost every line; a small cache turns the calendar check into a dict hit.
 _day_cache: dict[str, int] = {}
 _day_text_cache: dict[int, str] = {}
+_second_cache: dict[str, int] = {}
 
 
 def _day_ns(date_text: str, y: str, m: str, d: str) -> int | None:
@@ -164,19 +165,36 @@ def _day_ns(date_text: str, y: str, m: str, d: str) -> int | None:
     return days * _DAY_NS
 
 
-def parse_time(text: str) -> tuple[int, int] | None:
-    """Parse ``YYYY-MM-DDTHH:MM:SS[.f{1,9}]`` into (ns since epoch, fraction digits), or None."""
+def _whole_seconds_ns(text: str) -> int | None:
     m = _TIME_RE.fullmatch(text)
     if m is None:
         return None
-    y, mo, d, hh, mm, ss, frac = m.groups()
+    y, mo, d, hh, mm, ss = m.groups()
     day = _day_ns(text[:10], y, mo, d)
     if day is None:
         return None
-    ns = day + (int(hh) * 3600 + int(mm) * 60 + int(ss)) * _NS
-    if frac is None:
-        return ns, 0
-    return ns + int(frac) * 10 ** (9 - len(frac)), len(frac)
+    return day + (int(hh) * 3600 + int(mm) * 60 + int(ss)) * _NS
+
+
+def parse_time(text: str) -> tuple[int, int] | None:
+    """Parse ``YYYY-MM-DDTHH:MM:SS[.f{1,9}]`` into (ns since epoch, fraction digits), or None."""
+    head = text[:19]
+    # Many lines share a second; a bounded cache makes the common case a dict hit.
+    base = _second_cache.get(head)
+    if base is None:
+        base = _whole_seconds_ns(head)
+        if base is None:
+            return None
+        if len(_second_cache) >= 200_000:
+            _second_cache.clear()
+        _second_cache[head] = base
+    if len(text) == 19:
+        return base, 0
+    frac = text[20:]
+    n = len(frac)
+    if text[19] != "." or not 0 < n <= 9 or not frac.isascii() or not frac.isdigit():
+        return None
+    return base + int(frac) * _FRAC_SCALE[n], n
 
 
 def format_time(time_ns: int, digits: int = 0) -> str:
@@ -200,20 +218,26 @@ def format_time(time_ns: int, digits: int = 0) -> str:
 # A slug: lower-case title words joined by '+', punctuation mangled as the contract says
 # (',' -> '_', '&' -> '' leaving '++', "'", '.', '-' and digits kept), then '+<year>' or a
 # trailing '+' when the year is missing.  Lower-case accented Latin letters occur in titles.
-_SLUG_BODY: Final = r"[a-z0-9\u00df-\u00f6\u00f8-\u00ff+_'.\-]"
-_MOVIE_RE: Final = re.compile(rf"(?=[^+]*[a-z0-9\u00df-\u00ff]){_SLUG_BODY}{{0,250}}\+(?:\d{{4}})?")
+_SLUG_ALNUM: Final = r"a-z0-9\u00df-\u00f6\u00f8-\u00ff"
+_SLUG_BODY: Final = rf"[{_SLUG_ALNUM}+_'.\-]"
+# Leading punctuation, then a letter or digit (so the title is not empty), then the rest of
+# the title, then '+<year>' or a bare '+'.
+_MOVIE_RE: Final = re.compile(rf"[+_'.\-]*[{_SLUG_ALNUM}]{_SLUG_BODY}*\+(?:\d{{4}})?")
+MAX_MOVIE_ID_CHARS: Final = 256
 _DIGITS_RE: Final = re.compile(r"[1-9]\d{0,18}", re.ASCII)
 _INT_RE: Final = re.compile(r"-?\d+", re.ASCII)
+# Numbers are written without leading zeros, so a parsed line formats back to the same text.
+_CANONICAL_INT_RE: Final = re.compile(r"0|[1-9]\d*", re.ASCII)
 
 
 def is_movie_id(text: str) -> bool:
     """True when ``text`` is a well-formed movie slug."""
-    return _MOVIE_RE.fullmatch(text) is not None
+    return len(text) <= MAX_MOVIE_ID_CHARS and _MOVIE_RE.fullmatch(text) is not None
 
 
 # --- requests -----------------------------------------------------------------------------
 
-_WATCH_RE: Final = re.compile(rf"GET /data/m/({_SLUG_BODY}+)/(-?\d+)\.mpg", re.ASCII)
+_WATCH_RE: Final = re.compile(rf"GET /data/m/({_SLUG_BODY}+)/(0|[1-9]\d{{0,4}})\.mpg", re.ASCII)
 _RATE_PREFIX: Final = "GET /rate/"
 _WATCH_PREFIX: Final = "GET /data/m/"
 _CREATE: Final = "GET /create_account"
@@ -300,10 +324,10 @@ def _parse_watch(line: str, req: str, time_ns: int, digits: int, user: int) -> E
             return _reject(Reason.BAD_MOVIE_ID, line, f"bad movie id {movie[:60]!r}")
         return _reject(Reason.BAD_MINUTE, line, f"bad minute {tail[:20]!r}")
     movie, minute_text = m.groups()
-    if _MOVIE_RE.fullmatch(movie) is None:
+    if len(movie) > MAX_MOVIE_ID_CHARS or _MOVIE_RE.fullmatch(movie) is None:
         return _reject(Reason.BAD_MOVIE_ID, line, f"bad movie id {movie[:60]!r}")
-    if minute_text.startswith("-") or len(minute_text) > 5 or int(minute_text) > MAX_MINUTE:
-        return _reject(Reason.BAD_MINUTE, line, f"minute {minute_text[:20]} out of range")
+    if int(minute_text) > MAX_MINUTE:
+        return _reject(Reason.BAD_MINUTE, line, f"minute {minute_text} out of range")
     return WatchEvent(time_ns, user, movie, int(minute_text), digits)
 
 
@@ -313,7 +337,7 @@ def _parse_rate(line: str, req: str, time_ns: int, digits: int, user: int) -> Ev
     movie, sep, rating = req[len(_RATE_PREFIX) :].rpartition("=")
     if not sep:
         return _reject(Reason.BAD_RATING, line, "no =<rating> in the rate request")
-    if _MOVIE_RE.fullmatch(movie) is None:
+    if not is_movie_id(movie):
         return _reject(Reason.BAD_MOVIE_ID, line, f"bad movie id {movie[:60]!r}")
     if len(rating) == 1 and "1" <= rating <= "5":
         return RateEvent(time_ns, user, movie, int(rating), digits)
@@ -333,12 +357,12 @@ def _parse_reco(line: str, req: str, time_ns: int, digits: int, user: int) -> Ev
             return _reject(Reason.BAD_FIELD_COUNT, line, "no status in recommendation request")
         return _reject(Reason.BAD_RECO_STATUS, line, "malformed status or result")
     host, status_text, result, ms_text = m.groups()
-    if len(status_text) > 3 or status_text.startswith("-"):
-        return _reject(Reason.BAD_RECO_STATUS, line, f"status {status_text[:20]} out of range")
+    if len(status_text) > 3 or not _CANONICAL_INT_RE.fullmatch(status_text):
+        return _reject(Reason.BAD_RECO_STATUS, line, f"status {status_text[:20]!r}")
     status = int(status_text)
     if status != 0 and not 100 <= status <= 599:
         return _reject(Reason.BAD_RECO_STATUS, line, f"status {status} out of range")
-    if not ms_text.isascii() or not ms_text.isdigit() or len(ms_text) > 7:
+    if len(ms_text) > 7 or not _CANONICAL_INT_RE.fullmatch(ms_text):
         return _reject(Reason.BAD_RESPONSE_TIME, line, f"response time {ms_text[:20]!r}")
     ms = int(ms_text)
     if ms > MAX_RESPONSE_MS:
@@ -346,7 +370,7 @@ def _parse_reco(line: str, req: str, time_ns: int, digits: int, user: int) -> Ev
     if status == 200:
         ids = tuple(result.split(", ")) if result else ()
         for movie in ids:
-            if _MOVIE_RE.fullmatch(movie) is None:
+            if not is_movie_id(movie):
                 return _reject(Reason.BAD_RECO_RESULT, line, f"bad movie id {movie[:60]!r}")
         return RecommendationEvent(time_ns, user, host, 200, ids, None, ms, digits)
     return RecommendationEvent(time_ns, user, host, status, (), result, ms, digits)

@@ -86,6 +86,8 @@ class Scorer:
         self.manifest = m
         self.item_ids: npt.NDArray[np.str_] = a["item_ids"]
         self.n_items = len(self.item_ids)
+        # Plain Python strings, converted once: building a 20-id answer is then a list lookup.
+        self._item_list: list[str] = [str(m) for m in self.item_ids.tolist()]
         self.user_ids: I64 = np.ascontiguousarray(a["user_ids"], dtype=np.int64)
         if len(self.user_ids) > 1 and not np.all(self.user_ids[1:] > self.user_ids[:-1]):
             raise ArtifactError("user_ids must be sorted and unique")
@@ -174,12 +176,17 @@ class Scorer:
 
     def top_k_indices(self, uidx: int, k: int, exclude_seen: bool = True) -> npt.NDArray[np.int64]:
         """The k best item indices for a known user, best first, seen items masked."""
-        s = self.scores(uidx)
+        s = self.scores(uidx)  # a fresh array we own, so it may be modified in place
         if exclude_seen:
             s[self.seen(uidx)] = -np.inf
         k = min(k, self.n_items)
-        part = np.argpartition(-s, k - 1)[:k]
-        best: npt.NDArray[np.int64] = part[np.argsort(-s[part], kind="stable")]
+        if k <= 0:
+            return np.empty(0, dtype=np.int64)
+        # Negate in place (no second 27K allocation): argpartition then picks the k smallest,
+        # and NaN (a broken factor) sorts last, so it can never displace a real score.
+        np.negative(s, out=s)
+        part = np.argpartition(s, k - 1)[:k] if k < self.n_items else np.arange(self.n_items)
+        best: npt.NDArray[np.int64] = part[np.argsort(s[part], kind="stable")]
         finite: npt.NDArray[np.int64] = best[np.isfinite(s[best])]
         return finite
 
@@ -204,7 +211,7 @@ class Scorer:
         """
         uidx = self.user_index(user_id)
         if uidx is None:
-            return [str(m) for m in self.item_ids[self.cold_start(segment)[:k]]], False
+            return [self._item_list[i] for i in self.cold_start(segment)[:k].tolist()], False
         best = self.top_k_indices(uidx, k, exclude_seen)
         if len(best) < k:
             extra = self.popular[~np.isin(self.popular, best)]
@@ -213,7 +220,7 @@ class Scorer:
             best = np.concatenate([best, extra[: k - len(best)]])
             if len(best) == 0:  # the user has seen every popular movie: serve popularity anyway
                 best = self.popular[:k].astype(np.int64)
-        return [str(m) for m in self.item_ids[best]], self.family != "popularity"
+        return [self._item_list[i] for i in best.tolist()], self.family != "popularity"
 
     def describe(self) -> dict[str, Any]:
         """Sizes for logs and the model_info metric."""

@@ -1,0 +1,231 @@
+"""The stream contract: examples from the contract, every rejection reason, and properties."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.common.events import (
+    CreateAccountEvent,
+    RateEvent,
+    Reason,
+    RecommendationEvent,
+    Rejected,
+    WatchEvent,
+    format_line,
+    format_time,
+    is_movie_id,
+    parse,
+    parse_time,
+)
+from tests.common.strategies import events, movie_ids
+
+CONTRACT_LINES = [
+    "2026-03-02T14:21:02,83916,GET /data/m/the+lost+harbor+1987/17.mpg",
+    "2026-03-02T14:21:06,224612,GET /rate/night+of+glass+2004=4",
+    "2026-03-02T10:30:03,99999,GET /create_account",
+    "2026-03-02T01:33:45.122692921,227244,recommendation request marquee-router:8082, status 200,"
+    " result: the+lost+harbor+1987, night+of+glass+2004, red+river+crossing+1951, 25 ms",
+    "2026-03-02T01:45:32.945123,284507,recommendation request marquee-router:8082, status 0,"
+    " result: java.util.concurrent.TimeoutException: Request timeout to"
+    " marquee-router/10.0.0.7:8082 after 600 ms, 612 ms",
+    "2026-03-02T02:00:01.099,215124,recommendation request marquee-router:8082, status 0,"
+    " result: java.net.ConnectException: Connection refused, 1 ms",
+]
+
+
+@pytest.mark.parametrize("line", CONTRACT_LINES)
+def test_contract_examples_parse_and_format_back(line: str) -> None:
+    event = parse(line)
+    assert not isinstance(event, Rejected), event
+    assert format_line(event) == line
+
+
+def test_contract_examples_fields() -> None:
+    w, r, c, ok, timeout, refused = (parse(x) for x in CONTRACT_LINES)
+    assert w == WatchEvent(w.time_ns, 83916, "the+lost+harbor+1987", 17, 0)
+    assert isinstance(r, RateEvent) and r.rating == 4 and r.movie_id == "night+of+glass+2004"
+    assert isinstance(c, CreateAccountEvent) and c.user_id == 99999
+    assert isinstance(ok, RecommendationEvent)
+    assert ok.status == 200 and ok.response_time_ms == 25 and ok.time_digits == 9
+    assert ok.result == ("the+lost+harbor+1987", "night+of+glass+2004", "red+river+crossing+1951")
+    assert ok.time_ns % 1_000_000_000 == 122_692_921
+    assert isinstance(timeout, RecommendationEvent) and timeout.status == 0
+    assert timeout.error is not None and timeout.error.endswith("after 600 ms")
+    assert timeout.response_time_ms == 612 and timeout.result == ()
+    assert isinstance(refused, RecommendationEvent)
+    assert refused.error == "java.net.ConnectException: Connection refused"
+
+
+@pytest.mark.parametrize(
+    "slug",
+    [
+        "the+godfather+1972",
+        "monsters_+inc.+2001",
+        "cheech++chong+1985",
+        "schindler's+list+1993",
+        "x-men+2000",
+        "1917+2019",
+        "the+lost+harbor+",
+        "amélie+2001",
+        "...and+justice+for+all+1979",
+    ],
+)
+def test_movie_id_quirks_accepted(slug: str) -> None:
+    assert is_movie_id(slug)
+
+
+@pytest.mark.parametrize(
+    "slug", ["", "+", "+1999", "The+Godfather+1972", "the godfather 1972", "the+godfather", "a,b+"]
+)
+def test_movie_id_malformed_rejected(slug: str) -> None:
+    assert not is_movie_id(slug)
+
+
+T = "2026-03-02T14:21:02"
+MALFORMED = [
+    ("", Reason.EMPTY_LINE),
+    ("\n", Reason.EMPTY_LINE),
+    (b"\xff\xfe\x00garbage", Reason.NOT_UTF8),
+    ("x" * 70_000, Reason.LINE_TOO_LONG),
+    (f"{T},83916", Reason.BAD_FIELD_COUNT),
+    ("2026-03-02T14:21", Reason.BAD_FIELD_COUNT),
+    (f"{T},83916,GET /rate/night+of+glass+2004=4,extra", Reason.BAD_FIELD_COUNT),
+    (f"{T},83916,GET /data/m/a+1999/3.mpg,5", Reason.BAD_FIELD_COUNT),
+    (f" {T},83916,GET /create_account", Reason.BAD_WHITESPACE),
+    (f"{T}, 83916,GET /create_account", Reason.BAD_WHITESPACE),
+    (f"{T},83916 ,GET /create_account", Reason.BAD_WHITESPACE),
+    (f"{T},83916, GET /create_account", Reason.BAD_WHITESPACE),
+    ("2026-13-02T14:21:02,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    ("2026-02-30T14:21:02,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    ("2026-03-02T24:00:00,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    ("2026-03-02 14:21:02,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    ("2026-03-02T14:21:02.1234567890,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    ("2026-03-02T14:21:02Z,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    ("yesterday,83916,GET /create_account", Reason.BAD_TIMESTAMP),
+    (f"{T},abc,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},-5,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},0,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},007,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},99999999999999999999,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},١٢٣,GET /create_account", Reason.BAD_USER_ID),
+    (f"{T},83916,GET /data/m/The+Lost+Harbor+1987/17.mpg", Reason.BAD_MOVIE_ID),
+    (f"{T},83916,GET /data/m/the+lost+harb", Reason.BAD_MOVIE_ID),
+    (f"{T},83916,GET /data/m//17.mpg", Reason.BAD_MOVIE_ID),
+    (f"{T},83916,GET /data/m/the+lost+harbor+1987/-1.mpg", Reason.BAD_MINUTE),
+    (f"{T},83916,GET /data/m/the+lost+harbor+1987/ten.mpg", Reason.BAD_MINUTE),
+    (f"{T},83916,GET /data/m/the+lost+harbor+1987/017.mpg", Reason.BAD_MINUTE),
+    (f"{T},83916,GET /data/m/the+lost+harbor+1987/99999.mpg", Reason.BAD_MINUTE),
+    (f"{T},83916,GET /data/m/the+lost+harbor+1987/17.mp", Reason.BAD_MINUTE),
+    (f"{T},83916,GET /rate/night+of+glass+2004=0", Reason.RATING_OUT_OF_RANGE),
+    (f"{T},83916,GET /rate/night+of+glass+2004=6", Reason.RATING_OUT_OF_RANGE),
+    (f"{T},83916,GET /rate/night+of+glass+2004=100", Reason.RATING_OUT_OF_RANGE),
+    (f"{T},83916,GET /rate/night+of+glass+2004=-1", Reason.RATING_OUT_OF_RANGE),
+    (f"{T},83916,GET /rate/night+of+glass+2004=4.5", Reason.BAD_RATING),
+    (f"{T},83916,GET /rate/night+of+glass+2004=five", Reason.BAD_RATING),
+    (f"{T},83916,GET /rate/night+of+glass+2004=", Reason.BAD_RATING),
+    (f"{T},83916,GET /rate/night+of+glass+2004", Reason.BAD_RATING),
+    (f"{T},83916,GET /rate/NIGHT=4", Reason.BAD_MOVIE_ID),
+    (f"{T},83916,GET /login", Reason.UNKNOWN_REQUEST),
+    (f"{T},83916,POST /rate/night+of+glass+2004=4", Reason.UNKNOWN_REQUEST),
+    (f"{T},83916,GET /create_account/now", Reason.UNKNOWN_REQUEST),
+    (f"{T},83916,recommendation request h:1, status 2000, result: x, 5 ms", Reason.BAD_RECO_STATUS),
+    (f"{T},83916,recommendation request h:1, status 99, result: x, 5 ms", Reason.BAD_RECO_STATUS),
+    (f"{T},83916,recommendation request h:1, status 020, result: x, 5 ms", Reason.BAD_RECO_STATUS),
+    (f"{T},83916,recommendation request h:1, status ok, result: x, 5 ms", Reason.BAD_RECO_STATUS),
+    (f"{T},83916,recommendation request h:1, status 200, result: a+1, 5", Reason.BAD_RESPONSE_TIME),
+    (
+        f"{T},83916,recommendation request h:1, status 200, result: a+1, x ms",
+        Reason.BAD_RESPONSE_TIME,
+    ),
+    (f"{T},83916,recommendation request h:1, status 0, result: e, -3 ms", Reason.BAD_RESPONSE_TIME),
+    (
+        f"{T},83916,recommendation request h:1, status 0, result: e, 1.5 ms",
+        Reason.BAD_RESPONSE_TIME,
+    ),
+    (
+        f"{T},83916,recommendation request h:1, status 200, result: A B, 5 ms",
+        Reason.BAD_RECO_RESULT,
+    ),
+    (
+        f"{T},83916,recommendation request h:1, status 200, result: a+1,b+2, 5 ms",
+        Reason.BAD_RECO_RESULT,
+    ),
+    (f"{T},83916,recommendation request h:1, result: a+1, 5 ms", Reason.BAD_FIELD_COUNT),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), MALFORMED)
+def test_malformed_lines_are_rejected_with_their_reason(line: str | bytes, reason: Reason) -> None:
+    result = parse(line)
+    assert isinstance(result, Rejected), result
+    assert result.reason is reason, (result.reason, result.detail)
+    assert result.detail and "\n" not in result.detail
+
+
+def test_every_reason_is_exercised() -> None:
+    assert {r for _, r in MALFORMED} == set(Reason)
+
+
+def test_trailing_newline_is_allowed_and_bytes_are_accepted() -> None:
+    line = CONTRACT_LINES[0]
+    assert parse(line + "\n") == parse(line) == parse((line + "\r\n").encode())
+
+
+def test_time_round_trip_and_precision() -> None:
+    assert parse_time("1970-01-01T00:00:00") == (0, 0)
+    assert parse_time("1970-01-01T00:00:01.5") == (1_500_000_000, 1)
+    assert parse_time("2026-03-02T01:33:45.122692921") is not None
+    for text in ("2026-03-02T01:33:45", "2026-03-02T01:33:45.1", "2000-02-29T23:59:59.000000001"):
+        parsed = parse_time(text)
+        assert parsed is not None
+        assert format_time(*parsed) == text
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(events)
+def test_parse_inverts_format(event: object) -> None:
+    line = format_line(event)  # type: ignore[arg-type]
+    assert parse(line) == event
+    assert parse(line.encode()) == event
+
+
+@settings(max_examples=300)
+@given(movie_ids())
+def test_generated_slugs_are_movie_ids(slug: str) -> None:
+    assert is_movie_id(slug)
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=300))
+def test_arbitrary_text_never_raises_and_valid_lines_are_canonical(text: str) -> None:
+    result = parse(text)
+    if not isinstance(result, Rejected):
+        assert format_line(result) == text.removesuffix("\n").removesuffix("\r")
+    else:
+        assert isinstance(result.reason, Reason)
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    assert parse(data) is not None
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(CONTRACT_LINES),
+    st.integers(0, 200),
+    st.text(max_size=5),
+)
+def test_mutated_contract_lines_never_raise(line: str, pos: int, junk: str) -> None:
+    pos = min(pos, len(line))
+    for mutated in (line[:pos], line[:pos] + junk + line[pos:], line[pos:]):
+        assert parse(mutated) is not None
+
+
+def test_parse_of_non_text_is_rejected_not_raised() -> None:
+    assert isinstance(parse(None), Rejected)  # type: ignore[arg-type]
+    assert isinstance(parse(12), Rejected)  # type: ignore[arg-type]
