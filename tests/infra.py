@@ -6,6 +6,7 @@ own, so tests never touch a broker a developer has running for the demo.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -65,10 +66,8 @@ class KafkaBroker:
         pid_file = self.run_dir / "kafka.pid"
         if pid_file.exists():
             pid = int(pid_file.read_text())
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
             for _ in range(100):
                 try:
                     os.kill(pid, 0)
