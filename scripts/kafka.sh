@@ -34,7 +34,7 @@ ensure_jars() {
   command -v mvn >/dev/null || { log "Maven (mvn) is required to resolve the Kafka jars"; exit 1; }
   log "resolving Apache Kafka $KAFKA_VERSION jars with Maven into $LIBS"
   rm -rf "$LIBS"; mkdir -p "$LIBS"
-  mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS"
+  mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS"
   touch "$LIBS/.complete"
 }
 
