@@ -1,0 +1,1 @@
+"""The movie-streaming world: catalog, users, a hidden taste model, the stream and the APIs."""

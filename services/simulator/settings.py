@@ -1,0 +1,58 @@
+"""Settings of the simulator service (env prefix ``MARQUEE_SIM_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.common.settings import ServiceSettings, service_config
+
+
+class SimulatorSettings(ServiceSettings):
+    """Everything the simulator reads from the environment; CLI flags override these."""
+
+    model_config = service_config("MARQUEE_SIM_")
+
+    seed: int = 42
+    """Seed of every random choice: same seed and flags give a byte-identical backfill."""
+    n_users: int = Field(default=1_000_000, ge=1)
+    """Users that exist when the run starts."""
+    n_movies: int = Field(default=27_000, ge=20)
+    """Movies in the catalog."""
+    new_user_capacity: int = Field(default=50_000, ge=0)
+    """Accounts reserved for users created during the run (new accounts, bursts, spam rings)."""
+    catalog: str = "synthetic"
+    """``synthetic`` or ``movielens:<dir>`` to seed titles, years and genres from MovieLens 100K."""
+    run_dir: str = ".run/sim"
+    """Folder of the run: ground truth goes to ``<run_dir>/truth/``."""
+    kafka_bootstrap_servers: str = ""
+    """host:port list of the brokers; empty means no Kafka (file output or API only)."""
+    topic: str = "movielog"
+    """Kafka topic the stream lines go to."""
+    target: str = ""
+    """Recommender base URL (``http://host:8082``) or ``builtin:<oracle|popularity|random>``."""
+    reco_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Share of sessions for which the streaming service asks the recommender first."""
+    reco_timeout_ms: int = Field(default=600, ge=1)
+    """Recommendation client timeout; the contract says 600 ms."""
+    reco_host: str = ""
+    """Host:port written in recommendation lines; defaults to the target's host:port."""
+    start: str = "2026-03-02T00:00:00"
+    """Simulated start time of a backfill (zone-less ISO); live runs start now."""
+    live_rate: float = Field(default=1000.0, gt=0)
+    """Upper bound on events per second in live mode."""
+    speed: float = Field(default=1.0, gt=0)
+    """Live time acceleration: simulated seconds per wall-clock second."""
+    sessions_per_user_day: float = Field(default=1.2, gt=0)
+    """Mean sessions a user starts per simulated day (per-user activity varies around it)."""
+    new_accounts_per_day: float = Field(default=2_000.0, ge=0)
+    """New accounts created per simulated day."""
+    scenario: str = ""
+    """Path of a scenario file (YAML or JSON) switching fault and behaviour injections on."""
+    api_rate_limit: float = Field(default=200.0, ge=0)
+    """Requests per second allowed per client address on the user/movie APIs (0: no limit)."""
+    api_burst: int = Field(default=400, ge=1)
+    """Requests a client may send at once before the rate limit applies."""
+    host: str = "0.0.0.0"
+    """Address the API server binds."""
+    port: int = 8080
+    """Port the API server listens on."""

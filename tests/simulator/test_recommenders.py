@@ -1,0 +1,135 @@
+"""Recommendation calls: parsing answers, HTTP statuses, timeouts, refused connections."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from flask import Flask, Response
+from werkzeug.serving import make_server
+
+from services.common.events import RecommendationEvent, format_line, parse
+from services.simulator.recommenders import (
+    HttpRecommender,
+    OracleRecommender,
+    PopularityRecommender,
+    RandomRecommender,
+    make_recommender,
+    parse_answer,
+)
+from services.simulator.world import World
+
+
+def test_parse_answer_accepts_the_contract(small_world: World) -> None:
+    ids = small_world.catalog.ids[:20]
+    movies, logged, bad = parse_answer(",".join(ids), small_world.catalog.index)
+    assert bad is None and logged == tuple(ids) and movies == tuple(range(20))
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda ids: ", ".join(ids[:3]), "whitespace"),
+        (lambda ids: ",".join(ids[:3]) + "\n", "whitespace"),
+        (lambda ids: '["' + ids[0] + '"]', "json"),
+        (lambda ids: ",".join(ids[:21]), "too_many"),
+        (lambda ids: ",".join([ids[0], ids[1], ids[0]]), "duplicates"),
+        (lambda ids: ids[0] + ",no+such+movie+1900", "unknown_id"),
+        (lambda ids: ids[0] + ",NOT A SLUG", "whitespace"),
+        (lambda ids: ids[0] + ",Bad!Slug", "bad_id"),
+        (lambda ids: "", "empty"),
+    ],
+)
+def test_parse_answer_rejects_malformed(small_world: World, make: object, reason: str) -> None:
+    text = make(small_world.catalog.ids)  # type: ignore[operator]
+    movies, _, bad = parse_answer(text, small_world.catalog.index)
+    assert movies == () and bad == reason
+
+
+def test_builtins_give_twenty_distinct_known_movies(small_world: World) -> None:
+    users = np.array([1, 2, 3])
+    for cls in (OracleRecommender, PopularityRecommender, RandomRecommender):
+        for a in cls(small_world, seed=1).recommend(users, 0):
+            assert a.status == 200 and len(set(a.movies)) == 20
+    oracle = OracleRecommender(small_world).recommend(users, 0)[0]
+    assert list(oracle.logged) == small_world.true_top_k(1, 20)
+    with pytest.raises(ValueError, match="builtin"):
+        make_recommender("builtin:psychic", small_world)
+    with pytest.raises(ValueError, match="target"):
+        make_recommender("ftp://x", small_world)
+    assert make_recommender("", small_world) is None
+
+
+@pytest.fixture(scope="module")
+def server(small_world: World) -> Iterator[str]:
+    """A tiny recommender with a route per behaviour, on a loopback port of its own."""
+    app = Flask("fake-recommender")
+    ids = small_world.catalog.ids
+
+    @app.get("/good/recommend/<int:user>")
+    def good(user: int) -> Response:
+        return Response(",".join(ids[user % 50 : user % 50 + 20]), mimetype="text/plain")
+
+    @app.get("/slow/recommend/<int:user>")
+    def slow(user: int) -> Response:
+        time.sleep(0.9)
+        return Response(ids[0], mimetype="text/plain")
+
+    @app.get("/broken/recommend/<int:user>")
+    def broken(user: int) -> tuple[str, int]:
+        return "boom, really: broken\nsecond line", 500
+
+    @app.get("/spaces/recommend/<int:user>")
+    def spaces(user: int) -> Response:
+        return Response(", ".join(ids[:5]), mimetype="text/plain")
+
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _line(answer: object, user: int = 7) -> RecommendationEvent:
+    a = answer
+    ev = RecommendationEvent(10**18, user, "h:8082", a.status, a.logged, a.error, a.ms, 3)  # type: ignore[attr-defined]
+    parsed = parse(format_line(ev))
+    assert isinstance(parsed, RecommendationEvent), format_line(ev)
+    return parsed
+
+
+def test_http_answers_map_to_contract_statuses(small_world: World, server: str) -> None:
+    users = np.array([3, 4])
+    good = HttpRecommender(f"{server}/good", small_world)
+    a = good.recommend(users, 0)
+    assert [x.status for x in a] == [200, 200] and len(a[0].movies) == 20
+    assert _line(a[0]).result == a[0].logged
+
+    slow = HttpRecommender(f"{server}/slow", small_world).recommend(users[:1], 0)[0]
+    assert slow.status == 0 and slow.ms >= 600
+    assert "TimeoutException" in (slow.error or "") and "after 600 ms" in (slow.error or "")
+    assert _line(slow).error == slow.error
+
+    refused = HttpRecommender(f"http://127.0.0.1:{_free_port()}", small_world)
+    r = refused.recommend(users[:1], 0)[0]
+    assert r.status == 0 and r.error == "java.net.ConnectException: Connection refused"
+
+    b = HttpRecommender(f"{server}/broken", small_world).recommend(users[:1], 0)[0]
+    assert b.status == 500 and "\n" not in (b.error or "")
+    assert _line(b).status == 500
+
+    sp = HttpRecommender(f"{server}/spaces", small_world).recommend(users[:1], 0)[0]
+    assert sp.status == 200 and sp.movies == () and sp.malformed == "whitespace"
+    assert _line(sp).result == ()
+    for rec in (good, refused):
+        rec.close()
