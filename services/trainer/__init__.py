@@ -1,0 +1,1 @@
+"""The trainer: snapshot → temporal split → four model families → offline evaluation → registry."""

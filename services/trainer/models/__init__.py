@@ -1,0 +1,26 @@
+"""The four model families behind one interface: ``fit(prepared) → Fitted`` (artifact arrays)."""
+
+from __future__ import annotations
+
+from services.trainer.models.als import ALSModel
+from services.trainer.models.base import Fitted, ModelFamily
+from services.trainer.models.knn import KNNModel
+from services.trainer.models.popularity import PopularityModel
+from services.trainer.models.svd import SVDModel
+
+FAMILIES: dict[str, type[ModelFamily]] = {
+    "svd": SVDModel,
+    "knn": KNNModel,
+    "popularity": PopularityModel,
+    "als": ALSModel,
+}
+
+__all__ = [
+    "FAMILIES",
+    "ALSModel",
+    "Fitted",
+    "KNNModel",
+    "ModelFamily",
+    "PopularityModel",
+    "SVDModel",
+]

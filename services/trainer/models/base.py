@@ -1,0 +1,166 @@
+"""The model interface and the arrays every artifact carries (see services.common.scoring).
+
+A family only computes its own arrays; ``fit`` adds the shared ones (ids, seen items, cold-start
+lists), and the fitted model recommends and scores through ``services.common.scoring.Scorer``,
+so what is evaluated here is exactly what the recommender serves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from services.common.artifacts import Artifact, Manifest
+from services.common.scoring import Scorer
+from services.trainer.data import Prepared
+
+Arrays = dict[str, npt.NDArray[Any]]
+
+
+def item_popularity(data: Prepared) -> npt.NDArray[np.float64]:
+    """Distinct training users per item (watched or rated)."""
+    keys = data.train.pairs(data.n_items)
+    counts: npt.NDArray[np.float64] = np.bincount(
+        keys % data.n_items, minlength=data.n_items
+    ).astype(np.float64)
+    return counts
+
+
+def rank_items(
+    primary: npt.NDArray[Any], secondary: npt.NDArray[Any], k: int
+) -> npt.NDArray[np.int32]:
+    """Indices of the k best items by ``primary`` then ``secondary`` (desc), then index (asc)."""
+    order = np.lexsort((np.arange(len(primary)), -secondary, -primary))
+    out: npt.NDArray[np.int32] = order[:k].astype(np.int32)
+    return out
+
+
+def cold_start_arrays(data: Prepared, popular_k: int) -> Arrays:
+    """``popular`` and ``segment_keys``/``segment_popular``: the answers for unknown users."""
+    k = min(popular_k, data.n_items)
+    overall = item_popularity(data)
+    popular = rank_items(overall, np.zeros_like(overall), k)
+    keys = data.train.pairs(data.n_items)
+    users, items = np.divmod(keys, data.n_items)
+    seg_of_user = data.segments()
+    seg_names, seg_index = np.unique(seg_of_user, return_inverse=True)
+    seg_index = seg_index.reshape(-1)
+    present = np.unique(seg_index[users]) if len(users) else np.zeros(0, np.int64)
+    pos = np.full(len(seg_names), -1, np.int64)
+    pos[present] = np.arange(len(present))
+    counts = (
+        np.bincount(
+            pos[seg_index[users]] * data.n_items + items, minlength=len(present) * data.n_items
+        )
+        .astype(np.float64)
+        .reshape(len(present), data.n_items)
+    )
+    seg_popular = np.zeros((len(present), k), np.int32)
+    for row in range(len(present)):
+        # ties (and items the segment never watched) fall back to overall popularity
+        seg_popular[row] = rank_items(counts[row], overall, k)
+    return {
+        "popular": popular,
+        "segment_keys": seg_names[present].astype(str),
+        "segment_popular": seg_popular,
+    }
+
+
+def seen_arrays(data: Prepared, known: npt.NDArray[np.bool_]) -> Arrays:
+    """``user_ids`` and the CSR of training items of the users the model knows."""
+    seen = data.seen_matrix("train")[np.flatnonzero(known)]
+    seen.sort_indices()
+    return {
+        "user_ids": data.user_ids[known].astype(np.int64),
+        "seen_indptr": seen.indptr.astype(np.int64),
+        "seen_indices": seen.indices.astype(np.int32),
+    }
+
+
+def users_with_train_data(data: Prepared) -> npt.NDArray[np.bool_]:
+    """Users who watched or rated anything in the training period."""
+    known = np.zeros(data.n_users, bool)
+    known[data.train.inter_user] = True
+    known[data.train.rate_user] = True
+    return known
+
+
+@dataclass
+class Fitted:
+    """A trained model: its family, parameters and artifact arrays, servable in memory."""
+
+    family: str
+    params: dict[str, Any]
+    arrays: Arrays
+    train_seconds: float = 0.0
+
+    @cached_property
+    def scorer(self) -> Scorer:
+        """The serving code over these arrays (no file round trip needed)."""
+        manifest = Manifest(
+            name=self.family,
+            family=self.family,
+            version="in-memory",
+            created="",
+            git_sha="",
+            snapshot={},
+            params=self.params,
+            metrics={},
+            files={},
+        )
+        return Scorer(Artifact(manifest=manifest, arrays=self.arrays, path=Path()))
+
+    def recommend(self, user_id: int, k: int = 20, exclude_seen: bool = True) -> list[str]:
+        """Top-k movie ids for a user (cold-start list for unknown users)."""
+        return self.scorer.recommend(user_id, k, exclude_seen)[0]
+
+    def score(self, user_id: int, movie_ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The model's scores of ``movie_ids`` for ``user_id`` (NaN where unknown)."""
+        return self.scorer.score(user_id, movie_ids)
+
+
+class ModelFamily(ABC):
+    """A model family: hyper-parameters in, artifact arrays out."""
+
+    family: ClassVar[str]
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, params: Mapping[str, Any] | None = None, seed: int = 0) -> None:
+        """Keep the family's defaults overridden by ``params``; reject unknown keys."""
+        unknown = set(params or {}) - set(self.defaults) - {"popular_k"}
+        if unknown:
+            raise ValueError(f"{self.family}: unknown parameters {sorted(unknown)}")
+        self.params: dict[str, Any] = {**self.defaults, "popular_k": 200, **dict(params or {})}
+        self.seed = int(seed)
+
+    @abstractmethod
+    def known_users(self, data: Prepared) -> npt.NDArray[np.bool_]:
+        """Which users get personalized scores (the rest are cold start)."""
+
+    @abstractmethod
+    def family_arrays(self, data: Prepared, known: npt.NDArray[np.bool_]) -> Arrays:
+        """The family's own arrays (scoring.py conventions) for the ``known`` users."""
+
+    def fit(self, data: Prepared) -> Fitted:
+        """Train on ``data.train`` and return the complete artifact arrays."""
+        import time
+
+        started = time.perf_counter()
+        known = self.known_users(data)
+        arrays: Arrays = {"item_ids": data.item_ids.astype(str)}
+        arrays.update(seen_arrays(data, known))
+        arrays.update(cold_start_arrays(data, int(self.params["popular_k"])))
+        arrays.update(self.family_arrays(data, known))
+        return Fitted(
+            family=self.family,
+            params={"seed": self.seed, **self.params},
+            arrays=arrays,
+            train_seconds=time.perf_counter() - started,
+        )
