@@ -15,7 +15,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "MAX_LINE_CHARS",
@@ -71,8 +71,7 @@ class Reason(StrEnum):
     BAD_RESPONSE_TIME = "bad_response_time"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
+class WatchEvent(NamedTuple):
     """One minute of a movie streamed: ``GET /data/m/<movieid>/<minute>.mpg``."""
 
     time_ns: int
@@ -81,11 +80,13 @@ class WatchEvent:
     minute: int
     time_digits: int = 0
 
-    kind = "watch"
+    @property
+    def kind(self) -> Literal["watch"]:
+        """The event's kind, as named in metrics and the store."""
+        return "watch"
 
 
-@dataclass(frozen=True, slots=True)
-class RateEvent:
+class RateEvent(NamedTuple):
     """A rating from 1 to 5: ``GET /rate/<movieid>=<rating>``."""
 
     time_ns: int
@@ -94,22 +95,26 @@ class RateEvent:
     rating: int
     time_digits: int = 0
 
-    kind = "rate"
+    @property
+    def kind(self) -> Literal["rate"]:
+        """The event's kind, as named in metrics and the store."""
+        return "rate"
 
 
-@dataclass(frozen=True, slots=True)
-class CreateAccountEvent:
+class CreateAccountEvent(NamedTuple):
     """A new account: ``GET /create_account``."""
 
     time_ns: int
     user_id: int
     time_digits: int = 0
 
-    kind = "create_account"
+    @property
+    def kind(self) -> Literal["create_account"]:
+        """The event's kind, as named in metrics and the store."""
+        return "create_account"
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendationEvent:
+class RecommendationEvent(NamedTuple):
     """The streaming service called a recommender and logged what it got back.
 
     ``status`` is the HTTP status, 0 for a timeout or refused connection.  For status 200
@@ -126,10 +131,33 @@ class RecommendationEvent:
     response_time_ms: int
     time_digits: int = 0
 
-    kind = "recommendation"
+    @property
+    def kind(self) -> Literal["recommendation"]:
+        """The event's kind, as named in metrics and the store."""
+        return "recommendation"
 
 
 Event = WatchEvent | RateEvent | CreateAccountEvent | RecommendationEvent
+
+
+def _same_event(self: object, other: object) -> bool:
+    return type(self) is type(other) and isinstance(self, tuple) and tuple.__eq__(self, other)
+
+
+def _other_event(self: object, other: object) -> bool:
+    return not _same_event(self, other)
+
+
+def _event_hash(self: tuple[object, ...]) -> int:
+    return hash((type(self).__name__, *self))
+
+
+# Events are named tuples (cheap to build on the hot path: about a third of a frozen
+# dataclass), but two events are equal only when they are of the same kind as well.
+for _cls in (WatchEvent, RateEvent, CreateAccountEvent, RecommendationEvent):
+    _cls.__eq__ = _same_event  # type: ignore[method-assign]
+    _cls.__ne__ = _other_event  # type: ignore[method-assign]
+    _cls.__hash__ = _event_hash  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,3 +229,17 @@ def test_mutated_contract_lines_never_raise(line: str, pos: int, junk: str) -> N
 def test_parse_of_non_text_is_rejected_not_raised() -> None:
     assert isinstance(parse(None), Rejected)  # type: ignore[arg-type]
     assert isinstance(parse(12), Rejected)  # type: ignore[arg-type]
+
+
+def test_events_of_different_kinds_never_compare_equal() -> None:
+    from services.common.events import CreateAccountEvent as C
+
+    a = C(1, 2, 0)
+    assert a == C(1, 2, 0) and hash(a) == hash(C(1, 2, 0))
+    plain = (1, 2, 0)
+    assert a != plain
+    assert plain != a  # the reflected comparison is the point
+    w = WatchEvent(1, 2, "a+", 3, 0)
+    r = RateEvent(1, 2, "a+", 3, 0)
+    assert w != r and hash(w) != hash(r) and len({w, r}) == 2
+    assert (w.kind, r.kind, a.kind) == ("watch", "rate", "create_account")

@@ -1,0 +1,1 @@
+"""Ingest: the Kafka stream into a validated, exactly-once event store and training snapshots."""
