@@ -69,6 +69,13 @@ def segment_key(gender: str | None, age: int | None) -> str:
     return f"{g}|{age_group(age)}"
 
 
+def _distinct(indices: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
+    """``indices`` without repeats, first occurrence kept, so a top-k slice is always distinct."""
+    arr = np.asarray(indices, dtype=np.int32).reshape(-1)
+    first = np.unique(arr, return_index=True)[1]
+    return np.ascontiguousarray(arr[np.sort(first)])
+
+
 class Scorer:
     """Scores and ranks a catalog for one artifact; cheap to query, safe to share across threads."""
 
@@ -93,11 +100,11 @@ class Scorer:
             raise ArtifactError("user_ids must be sorted and unique")
         self.seen_indptr: I64 = np.ascontiguousarray(a["seen_indptr"], dtype=np.int64)
         self.seen_indices = np.ascontiguousarray(a["seen_indices"], dtype=np.int32)
-        self.popular = np.ascontiguousarray(a["popular"], dtype=np.int32)
+        self.popular = _distinct(a["popular"])
         keys = a.get("segment_keys", np.array([], dtype=str))
         seg = a.get("segment_popular", np.zeros((0, 0), dtype=np.int32))
         self.segments: dict[str, npt.NDArray[np.int32]] = {
-            str(k): np.ascontiguousarray(seg[i], dtype=np.int32) for i, k in enumerate(keys)
+            str(k): _distinct(seg[i]) for i, k in enumerate(keys)
         }
         self._item_index: dict[str, int] | None = None
         if self.family in ("svd", "als"):
@@ -130,6 +137,11 @@ class Scorer:
         if self._item_index is None:
             self._item_index = {str(m): i for i, m in enumerate(self.item_ids)}
         return self._item_index.get(movie_id)
+
+    def ids(self, indices: npt.NDArray[np.integer[Any]]) -> list[str]:
+        """Movie ids of item ``indices``, in order, as Python strings."""
+        lst = self._item_list
+        return [lst[i] for i in indices.tolist()]
 
     def seen(self, uidx: int) -> npt.NDArray[np.int32]:
         """Item indices the user had in training."""
@@ -211,7 +223,7 @@ class Scorer:
         """
         uidx = self.user_index(user_id)
         if uidx is None:
-            return [self._item_list[i] for i in self.cold_start(segment)[:k].tolist()], False
+            return self.ids(self.cold_start(segment)[:k]), False
         best = self.top_k_indices(uidx, k, exclude_seen)
         if len(best) < k:
             extra = self.popular[~np.isin(self.popular, best)]
@@ -220,7 +232,7 @@ class Scorer:
             best = np.concatenate([best, extra[: k - len(best)]])
             if len(best) == 0:  # the user has seen every popular movie: serve popularity anyway
                 best = self.popular[:k].astype(np.int64)
-        return [self._item_list[i] for i in best.tolist()], self.family != "popularity"
+        return self.ids(best), self.family != "popularity"
 
     def describe(self) -> dict[str, Any]:
         """Sizes for logs and the model_info metric."""

@@ -42,6 +42,7 @@ TIME_IN_FUTURE: Final = "time_in_future"
 TOO_LATE: Final = "too_late"
 MAX_RECO_IDS: Final = 20
 _NS: Final = 1_000_000_000
+_MS: Final = 1_000_000  # ns per ms: Kafka record timestamps are in ms
 _SHAPE_RE: Final = re.compile(r"\d+")
 
 
@@ -253,7 +254,9 @@ class Ingestor:
                 continue
             t = ev.time_ns
             if head is None or t > head:
-                if head is not None and t - head > future_ns:
+                # Ahead of the head *and* of when the line entered Kafka: a stream that resumes
+                # after a pause jumps ahead of its old head but not of its record timestamps.
+                if head is not None and t - max(head, rec.timestamp * _MS) > future_ns:
                     self._reject(partition, rec, TIME_IN_FUTURE, f"{(t - head) / _NS:.0f} s ahead")
                     continue
                 head = t

@@ -164,6 +164,23 @@ def test_time_checks_survive_a_restart(tmp_path: Path) -> None:
     assert store.heads() == {0: parse("2026-03-02T12:00:30,5,GET /create_account").time_ns}
 
 
+def test_a_stream_resuming_after_a_pause_is_not_in_the_future(tmp_path: Path) -> None:
+    """Event times far ahead of the head are fine when Kafka received them just as late."""
+    ing = Ingestor(EventStore(tmp_path, writer=True))
+    ing.add(0, recs([b"2026-03-02T12:00:00,1,GET /create_account"]))
+    nine_months_ms = 273 * 86_400_000
+    resumed = [
+        Rec(1, b"2026-11-30T12:00:00,2,GET /create_account", KAFKA_MS + nine_months_ms),
+        Rec(2, b"2026-11-30T12:00:01,3,GET /create_account", KAFKA_MS + nine_months_ms),
+        Rec(3, b"2099-01-01T00:00:00,4,GET /create_account", KAFKA_MS + nine_months_ms),
+    ]
+    ing.add(0, resumed)
+    ing.flush()
+    store = EventStore(tmp_path)
+    assert sorted(store.read("create_account")["user_id"].to_pylist()) == [1, 2, 3]
+    assert store.read("quarantine")["reason"].to_pylist() == ["time_in_future"]
+
+
 def test_flush_triggers_by_count_bytes_and_age(tmp_path: Path) -> None:
     now = [0.0]
     ing = Ingestor(

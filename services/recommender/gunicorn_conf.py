@@ -1,0 +1,102 @@
+"""gunicorn configuration of the recommender, driven by ``RecommenderSettings`` (env).
+
+    python -m gunicorn -c services/recommender/gunicorn_conf.py   # what ``marquee serve`` runs
+
+Sizing: gthread workers (one per core) with a few threads each keep connections alive and
+overlap I/O; scoring is sub-millisecond, so more threads would only add GIL contention.
+With ``preload`` the master loads the model once and workers share its pages copy-on-write;
+threads do not survive fork, so each worker starts its own model watcher in post_worker_init.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# BLAS threads would fight the workers for the same cores; one matrix-vector product per
+# request is fastest single-threaded.  Must be set before numpy is imported.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from services.recommender.settings import RecommenderSettings  # noqa: E402
+
+_settings = RecommenderSettings()  # required fields come from env
+_metrics_dir = _settings.metrics_dir.resolve()
+# prometheus_client picks its multiprocess mode when imported, so the folder and the variable
+# must exist before the app is imported.  A HUP reload re-reads this file in the same master:
+# the marker keeps it from wiping the live workers' files.
+if os.environ.get("MARQUEE_RECOMMENDER_METRICS_PREPARED") != str(os.getpid()):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+    from services.common.metrics import prepare_multiproc_dir
+
+    prepare_multiproc_dir(_metrics_dir)
+    os.environ["MARQUEE_RECOMMENDER_METRICS_PREPARED"] = str(os.getpid())
+
+from services.common.logging import configure_logging  # noqa: E402
+
+configure_logging(_settings.log_level, _settings.log_json)
+if _settings.log_json:
+    # gunicorn re-configures logging from this dict: keep its own records JSON too, and keep the
+    # root logger (the app's access log) on the same JSON handler.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+                "timestamp": False,
+            }
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": _settings.log_level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": _settings.log_level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+        },
+    }
+
+wsgi_app = "services.recommender.app:create_app()"
+bind = [_settings.bind]
+workers = _settings.workers
+worker_class = "gthread"
+threads = _settings.threads
+preload_app = _settings.preload
+graceful_timeout = _settings.graceful_timeout_s
+timeout = 30  # a worker silent this long is stuck (scoring takes a millisecond)
+keepalive = 5  # the streaming client and the router reuse connections
+backlog = 2048
+accesslog = None  # the app writes its own JSON access log with model provenance
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+proc_name = "marquee-recommender"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start the model watcher in each worker (after fork, with the app loaded)."""
+    from services.recommender.app import runtime_of
+
+    runtime_of(worker.wsgi).start()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop the watcher so a graceful shutdown does not race a model load."""
+    from services.recommender.app import runtime_of
+
+    wsgi = getattr(worker, "wsgi", None)
+    if wsgi is not None:
+        runtime_of(wsgi).stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges (model_info) from the aggregate."""
+    from services.common.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)

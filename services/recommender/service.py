@@ -1,0 +1,110 @@
+"""The recommendation core: validate a user id, pick the list, never answer empty. No HTTP here."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from services.recommender.demographics import UserDemographics
+from services.recommender.metrics import RecommenderMetrics
+from services.recommender.model import LoadedModel, ModelHolder
+
+log = logging.getLogger("marquee.recommender.service")
+
+MAX_USER_ID: Final = 2**63 - 1  # user ids are int64 in every artifact
+_DIGITS: Final = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts '²' or '٣'
+_MAX_LEN: Final = 64  # leading zeros are tolerated, megabytes of them are not
+
+Kind = Literal["personalized", "popularity", "cold_start", "fallback"]
+
+
+class InvalidUserIdError(ValueError):
+    """A user id that is not a non-negative 64-bit decimal integer; the message says why."""
+
+
+def parse_user_id(raw: str) -> int:
+    """The user id in ``raw``, or InvalidUserIdError with a one-line reason."""
+    if not raw:
+        raise InvalidUserIdError("missing user id")
+    if raw.startswith("-") and _DIGITS.fullmatch(raw[1:65]):
+        raise InvalidUserIdError("user id must not be negative")
+    if not _DIGITS.fullmatch(raw):
+        shown = raw if len(raw) <= 40 and raw.isprintable() else "(not shown)"
+        raise InvalidUserIdError(f"user id must be a decimal integer, got {shown!r}")
+    if len(raw) > _MAX_LEN:
+        raise InvalidUserIdError("user id is too long")
+    value = int(raw)
+    if value > MAX_USER_ID:
+        raise InvalidUserIdError("user id is out of range")
+    return value
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One answer: distinct movie ids best first, the model that made it, and how."""
+
+    items: list[str]
+    model: LoadedModel
+    kind: Kind
+    segment: str | None = None
+
+    def body(self) -> str:
+        """The contract's one line: ids joined by commas, no spaces, no newline."""
+        return ",".join(self.items)
+
+
+class RecommendationService:
+    """Answers ``recommend(user_id)`` from whichever model the holder serves right now."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        metrics: RecommenderMetrics,
+        *,
+        demographics: UserDemographics | None = None,
+        k: int = 20,
+    ) -> None:
+        self.holder = holder
+        self.metrics = metrics
+        self.demographics = demographics
+        self.k = k
+
+    def recommend(self, user_id: int) -> Recommendation | None:
+        """The top-k list for ``user_id``; None only while no model has been loaded."""
+        model = self.holder.current  # read once: a concurrent swap cannot change it under us
+        if model is None:
+            return None
+        scorer = model.scorer
+        try:
+            if scorer.user_index(user_id) is not None:
+                items, personalized = scorer.recommend(user_id, self.k)
+                kind: Kind = "personalized" if personalized else "popularity"
+                segment = None
+            else:
+                segment = self._segment(user_id, model)
+                items, _ = scorer.recommend(user_id, self.k, segment=segment)
+                kind = "cold_start"
+                source = "segment" if segment in scorer.segments else "overall"
+                self.metrics.cold_starts.labels(model.version, source).inc()
+        except Exception:  # a scoring bug must cost quality, never the answer
+            log.exception("scoring failed; serving overall popularity", extra=model.log_fields)
+            self.metrics.fallbacks.labels("scoring_error").inc()
+            items = scorer.ids(scorer.popular[: self.k])
+            kind, segment = "fallback", None
+        # Distinct and capped whatever the artifact holds: the contract is checked here, once.
+        items = list(dict.fromkeys(items))[: self.k]
+        return Recommendation(items=items, model=model, kind=kind, segment=segment)
+
+    def _segment(self, user_id: int, model: LoadedModel) -> str | None:
+        if self.demographics is None or not model.scorer.segments:
+            return None
+        try:
+            seg = self.demographics.segment(user_id)
+        except Exception:  # the look-up is an optional nicety
+            log.exception("demographics look-up failed")
+            seg = None
+        if seg is None:
+            self.metrics.fallbacks.labels("no_segment").inc()
+        return seg
