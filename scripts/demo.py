@@ -1,60 +1,477 @@
-"""``make demo``: start the real parts, run the main job end to end, and say what happened."""
+"""``make demo``: the main job end to end on real parts, then a summary of what happened.
+
+1. Apache Kafka (KRaft) and the simulator's user/movie API start on loopback.
+2. The simulator backfills a week of history for a 50,000-user world into Kafka.
+3. Ingest consumes it exactly once into the Parquet store and writes a training snapshot.
+4. The trainer trains, evaluates and registers SVD, KNN, popularity and ALS.
+5. The recommender serves the model with the best offline NDCG@20 under gunicorn.
+6. Prometheus scrapes the services while the simulator streams live, asking the recommender
+   for lists and reacting to them; ingest keeps consuming.
+7. The demo reports throughput, offline metrics, online latency and the 15-minute watch rate.
+
+Everything runs under ``.run/demo`` (logs in ``.run/demo/logs``); it is all stopped at the end
+unless ``--keep`` is given.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO, Any
 
-from services.common.cli import count_lines
-from services.common.kafka import make_consumer, make_producer
-from services.common.settings import KafkaSettings
+import numpy as np
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-BOOTSTRAP = "127.0.0.1:19092"
+RUN = ROOT / ".run" / "demo"
+LOGS = RUN / "logs"
+VENV_BIN = ROOT / ".venv" / "bin"
+KAFKA_PORT, API_PORT, INGEST_PORT, RECO_PORT, PROM_PORT = 19092, 18000, 18001, 18082, 19090
+BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+START = "2026-03-02T00:00:00"
 
 
 def say(msg: str) -> None:
-    """A demo step, on stderr so stdout stays for results."""
-    print(f"\n==> {msg}", file=sys.stderr, flush=True)
+    """Announce a step."""
+    print(f"\n==> {msg}", flush=True)
 
 
-def main() -> int:
-    """Run the demo."""
-    say("starting Apache Kafka (KRaft) on 127.0.0.1:19092 with scripts/kafka.sh")
-    subprocess.run([str(ROOT / "scripts/kafka.sh"), "start"], check=True)
-    settings = KafkaSettings(kafka_bootstrap_servers=BOOTSTRAP)
+def info(msg: str) -> None:
+    """A detail of the current step."""
+    print(f"    {msg}", flush=True)
 
-    sys.path.insert(0, str(ROOT))
-    from tests.common.linegen import generate
 
-    n = 20_000
-    topic = "movielog"
-    gen = generate(n, seed=int(time.time()))
-    say(f"streaming {n:,} simulated lines (all four shapes, ~5% malformed) to topic {topic}")
-    producer = make_producer(settings)
-    for line in gen.lines:
-        producer.send(topic, line.encode())
-    producer.flush()
-    producer.close()
+class Processes:
+    """Background services of the demo, each logging to a file, all stopped on exit."""
 
-    say("consuming them back and parsing every line with services.common.events")
-    consumer = make_consumer(settings, [topic], group_id=f"demo-{time.time_ns()}")
-    got: list[bytes] = []
-    deadline = time.monotonic() + 60
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """Start ``argv`` in the background with its output in ``.run/demo/logs/<name>.log``."""
+        log = (LOGS / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.procs[name] = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def check(self, name: str) -> None:
+        """Fail loudly if a service died."""
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            tail = (LOGS / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop_all(self) -> None:
+        """SIGTERM every service (they flush and exit), then kill what is left."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        for log in self._logs:
+            log.close()
+
+
+def marquee(*args: str, env: dict[str, str] | None = None, log: str | None = None) -> str:
+    """Run a ``marquee`` subcommand to completion; return its stdout."""
+    argv = [str(VENV_BIN / "marquee"), *args]
+    with (LOGS / f"{log or args[0]}.log").open("ab") as err:
+        out = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **(env or {})},
+            cwd=ROOT,
+            check=False,
+        )
+    if out.returncode != 0:
+        tail = (LOGS / f"{log or args[0]}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"marquee {' '.join(args)} failed ({out.returncode}):\n{tail}")
+    return out.stdout.decode()
+
+
+def wait_ready(url: str, procs: Processes, name: str, timeout_s: float = 120) -> None:
+    """Poll ``url`` until it answers 200."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=2000)
-        if not batch and got:
-            break
-        for records in batch.values():
-            got.extend(r.value for r in records)
-    consumer.close()
-    counts = count_lines(got)
-    print(json.dumps({"lines_consumed": len(got), **counts}, indent=2))
-    say("done; Kafka keeps running (scripts/kafka.sh stop to stop it)")
-    return 0
+        procs.check(name)
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{name} not ready at {url} after {timeout_s:.0f} s")
+
+
+def end_offsets(topic: str) -> dict[int, int]:
+    """Log-end offset of every partition of ``topic``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        consumer.close()
+
+
+def wait_ingested(procs: Processes, topic: str, timeout_s: float = 600) -> dict[str, Any]:
+    """Wait until ingest has made every line of ``topic`` durable; return its stats."""
+    ends = end_offsets(topic)
+    total = sum(ends.values())
+    deadline = time.monotonic() + timeout_s
+    from tqdm import tqdm
+
+    quiet = not sys.stdout.isatty()
+    with tqdm(total=total, unit=" lines", desc="    ingest", disable=quiet) as bar:
+        while time.monotonic() < deadline:
+            procs.check("ingest")
+            with contextlib.suppress(requests.RequestException):
+                stats = requests.get(f"http://127.0.0.1:{INGEST_PORT}/stats", timeout=5).json()
+                durable = {int(p): o for p, o in stats.get("durable_offsets", {}).items()}
+                done = sum(min(durable.get(p, 0), e) for p, e in ends.items())
+                bar.update(done - bar.n)
+                if all(durable.get(p, 0) >= e for p, e in ends.items()):
+                    return dict(stats)
+            time.sleep(1)
+    raise RuntimeError("ingest did not catch up in time")
+
+
+def best_model(registry: Path) -> tuple[str, dict[str, Any]]:
+    """The registered family with the best offline NDCG@20 on the stable channel."""
+    from services.common.artifacts import Registry
+
+    reg = Registry(registry)
+    scored = []
+    for name in reg.names():
+        version = reg.channel(name, "stable")
+        if version is None:
+            continue
+        manifest = reg.load(name, version).manifest
+        ndcg = _find_metric(manifest.metrics, "ndcg@20")
+        scored.append((ndcg if ndcg is not None else -1.0, name, manifest.metrics))
+    if not scored:
+        raise RuntimeError("the trainer registered no model")
+    ndcg, name, metrics = max(scored)
+    return name, metrics
+
+
+def _find_metric(metrics: Any, key: str) -> float | None:
+    """The first value under ``key`` anywhere in a nested metrics document."""
+    if isinstance(metrics, dict):
+        if isinstance(metrics.get(key), int | float):
+            return float(metrics[key])
+        for value in metrics.values():
+            found = _find_metric(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def online_summary(store_path: Path, since_ns: int) -> dict[str, Any]:
+    """Latency and 15-minute watch rate of the recommendations served during the live phase."""
+    from services.ingest import derived
+    from services.ingest.store import EventStore
+
+    store = EventStore(store_path)
+    recos = derived.recommendations(store, since_ns=since_ns).to_pylist()
+    watches = store.read("watch", since_ns=since_ns).select(["user_id", "movie_id", "time_ns"])
+    by_user: dict[int, list[tuple[int, str]]] = {}
+    cols = (watches[c].to_pylist() for c in ("user_id", "movie_id", "time_ns"))
+    for u, m, t in zip(*cols, strict=True):
+        by_user.setdefault(u, []).append((t, m))
+    ok = [r for r in recos if r["status"] == 200]
+    window = 15 * 60 * 1_000_000_000
+    hits = 0
+    for r in ok:
+        listed = set(r["result"])
+        t0 = r["time_ns"]
+        if any(t0 <= t <= t0 + window and m in listed for t, m in by_user.get(r["user_id"], [])):
+            hits += 1
+    ms = np.array([r["response_time_ms"] for r in ok], dtype=float)
+    statuses: dict[str, int] = {}
+    for r in recos:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    distinct = len({tuple(r["result"]) for r in ok})
+    return {
+        "recommendation_requests": len(recos),
+        "by_status": statuses,
+        "latency_ms_p50": float(np.percentile(ms, 50)) if len(ms) else None,
+        "latency_ms_p99": float(np.percentile(ms, 99)) if len(ms) else None,
+        "distinct_lists_share": round(distinct / len(ok), 3) if ok else None,
+        "watched_within_15_min": hits,
+        "watch_rate_15_min": round(hits / len(ok), 3) if ok else None,
+    }
+
+
+def prometheus_summary() -> dict[str, Any]:
+    """A few of the numbers Prometheus scraped from the services."""
+    queries = {
+        "recommender_requests_per_s": "sum(rate(marquee_recommender_requests_total[1m]))",
+        "ingest_events_total": "sum(marquee_ingest_events_total)",
+        "ingest_rejected_total": "sum(marquee_ingest_rejected_total)",
+        "targets_up": "sum(up)",
+    }
+    out: dict[str, Any] = {}
+    for key, q in queries.items():
+        with contextlib.suppress(requests.RequestException, KeyError, IndexError, ValueError):
+            r = requests.get(
+                f"http://127.0.0.1:{PROM_PORT}/api/v1/query", params={"query": q}, timeout=5
+            )
+            result = r.json()["data"]["result"]
+            out[key] = round(float(result[0]["value"][1]), 2) if result else None
+    return out
+
+
+@contextlib.contextmanager
+def prometheus(targets: dict[str, str]) -> Iterator[None]:
+    """Prometheus from Debian's package, scraping ``targets``, for the duration of the block."""
+    env = {
+        **os.environ,
+        "PROM_PORT": str(PROM_PORT),
+        "PROM_RUN_DIR": str(RUN / "prometheus"),
+        "PROM_TARGETS": ",".join(f"{k}={v}" for k, v in targets.items()),
+        "PROM_SCRAPE_INTERVAL": "2s",
+    }
+    script = str(ROOT / "scripts" / "prometheus.sh")
+    subprocess.run([script, "start"], env=env, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--users", type=int, default=50_000, help="users in the simulated world")
+    ap.add_argument("--movies", type=int, default=5_000, help="movies in the catalog")
+    ap.add_argument("--days", type=float, default=7, help="days of history to backfill")
+    ap.add_argument("--live-seconds", type=float, default=60, help="wall seconds of live traffic")
+    ap.add_argument("--keep", action="store_true", help="leave the services running at the end")
+    args = ap.parse_args(argv)
+
+    if RUN.exists():
+        subprocess.run(
+            [str(ROOT / "scripts/kafka.sh"), "stop"],
+            env={**os.environ, "KAFKA_PORT": str(KAFKA_PORT), "KAFKA_RUN_DIR": str(RUN / "kafka")},
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(RUN)
+    LOGS.mkdir(parents=True)
+    world = ["--seed", "42", "--users", str(args.users), "--movies", str(args.movies)]
+    procs = Processes()
+    summary: dict[str, Any] = {}
+    kafka_env = {**os.environ, "KAFKA_PORT": str(KAFKA_PORT), "KAFKA_RUN_DIR": str(RUN / "kafka")}
+    t_start = time.monotonic()
+    try:
+        say(f"starting Apache Kafka (KRaft, official jars via Maven) on {BOOTSTRAP}")
+        subprocess.run([str(ROOT / "scripts/kafka.sh"), "start"], env=kafka_env, check=True)
+
+        say(f"starting the simulator's user/movie API on 127.0.0.1:{API_PORT}")
+        procs.start(
+            "sim-api",
+            [
+                str(VENV_BIN / "marquee"),
+                "sim",
+                "api",
+                *world,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(API_PORT),
+            ],
+        )
+        wait_ready(f"http://127.0.0.1:{API_PORT}/readyz", procs, "sim-api")
+
+        size = f"{args.users:,}-user × {args.movies:,}-movie"
+        say(f"backfilling {args.days:g} days of a {size} world")
+        t0 = time.monotonic()
+        marquee(
+            "sim",
+            "backfill",
+            "--days",
+            str(args.days),
+            "--start",
+            START,
+            *world,
+            "--kafka",
+            BOOTSTRAP,
+            "--run-dir",
+            str(RUN / "sim"),
+            "--target",
+            "builtin:popularity",
+            log="sim-backfill",
+        )
+        backfill_s = time.monotonic() - t0
+        lines = sum(end_offsets("movielog").values())
+        info(f"{lines:,} lines in {backfill_s:.1f} s ({lines / backfill_s:,.0f} lines/s)")
+        summary["backfill"] = {"lines": lines, "seconds": round(backfill_s, 1)}
+
+        say(f"ingesting the stream exactly once into the Parquet store (ops on :{INGEST_PORT})")
+        store = RUN / "store"
+        ingest_env = {
+            "MARQUEE_INGEST_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
+            "MARQUEE_INGEST_STORE_PATH": str(store),
+            "MARQUEE_INGEST_HTTP_HOST": "127.0.0.1",
+            "MARQUEE_INGEST_HTTP_PORT": str(INGEST_PORT),
+            "MARQUEE_INGEST_ENRICH_URL": f"http://127.0.0.1:{API_PORT}",
+            "MARQUEE_INGEST_FLUSH_INTERVAL_S": "2",
+            "MARQUEE_INGEST_GROUP_ID": "marquee-demo-ingest",
+        }
+        t0 = time.monotonic()
+        procs.start("ingest", [str(VENV_BIN / "marquee"), "ingest", "run"], env=ingest_env)
+        stats = wait_ingested(procs, "movielog")
+        ingest_s = time.monotonic() - t0
+        info(f"stored rows: {json.dumps(stats.get('rows', {}))}")
+        info(f"caught up in {ingest_s:.1f} s ({lines / ingest_s:,.0f} lines/s including start-up)")
+        summary["ingest"] = {"seconds": round(ingest_s, 1), "rows": stats.get("rows")}
+
+        until = datetime.fromisoformat(START) + timedelta(days=args.days)
+        snapshot = RUN / "snapshots" / until.strftime("%Y%m%dT%H%M%S")
+        say(f"writing the training snapshot until {until.isoformat()} to {snapshot}")
+        marquee(
+            "ingest",
+            "snapshot",
+            "--until",
+            until.isoformat(),
+            "--out",
+            str(snapshot),
+            "--store",
+            str(store),
+            "--enrich-url",
+            f"http://127.0.0.1:{API_PORT}",
+            env=ingest_env,
+            log="ingest-snapshot",
+        )
+        manifest = json.loads((snapshot / "manifest.json").read_text())
+        info(f"row counts {manifest['row_counts']}, content hash {manifest['content_hash'][:12]}")
+
+        say("training, evaluating and registering SVD, KNN, popularity and ALS")
+        registry = RUN / "models"
+        t0 = time.monotonic()
+        marquee(
+            "train",
+            "--snapshot",
+            str(snapshot),
+            "--register",
+            "stable",
+            "--registry",
+            str(registry),
+            "--work-dir",
+            str(RUN / "trainer"),
+            "--reports",
+            str(RUN / "reports"),
+            log="train",
+        )
+        train_s = time.monotonic() - t0
+        report = RUN / "reports" / "report.md"
+        info(f"trained in {train_s:.1f} s; report: {report.relative_to(ROOT)}")
+        name, metrics = best_model(registry)
+        info(f"serving '{name}' (best offline NDCG@20: {_find_metric(metrics, 'ndcg@20')})")
+        summary["train"] = {"seconds": round(train_s, 1), "served_model": name}
+
+        say(f"starting the recommender (gunicorn) on 127.0.0.1:{RECO_PORT}")
+        procs.start(
+            "recommender",
+            [
+                str(VENV_BIN / "marquee"),
+                "serve",
+                "--registry",
+                str(registry),
+                "--model",
+                name,
+                "--bind",
+                f"127.0.0.1:{RECO_PORT}",
+                "--users-api",
+                f"http://127.0.0.1:{API_PORT}",
+                "--metrics-dir",
+                str(RUN / "recommender-metrics"),
+            ],
+        )
+        wait_ready(f"http://127.0.0.1:{RECO_PORT}/readyz", procs, "recommender")
+        sample = requests.get(f"http://127.0.0.1:{RECO_PORT}/recommend/42", timeout=2)
+        info(f"GET /recommend/42 -> {sample.status_code} {sample.text[:90]}…")
+        info(f"model version {sample.headers.get('X-Model-Version')}")
+
+        targets = {
+            "simulator": f"127.0.0.1:{API_PORT}",
+            "ingest": f"127.0.0.1:{INGEST_PORT}",
+            "recommender": f"127.0.0.1:{RECO_PORT}",
+        }
+        with prometheus(targets):
+            say(
+                f"streaming live for {args.live_seconds:g} s: the simulator asks the recommender"
+                " and its users react (15 simulated minutes per wall second ÷ 15)"
+            )
+            live_since = time.time_ns()
+            marquee(
+                "sim",
+                "live",
+                *world,
+                "--kafka",
+                BOOTSTRAP,
+                "--run-dir",
+                str(RUN / "live"),
+                "--target",
+                f"http://127.0.0.1:{RECO_PORT}",
+                "--duration",
+                str(args.live_seconds),
+                "--reco-share",
+                "1.0",
+                "--speed",
+                "15",
+                "--rate",
+                "2000",
+                "--reco-host",
+                f"127.0.0.1:{RECO_PORT}",
+                log="sim-live",
+            )
+            wait_ingested(procs, "movielog", timeout_s=120)
+            summary["online"] = online_summary(store, live_since - 10**9)
+            summary["prometheus"] = prometheus_summary()
+
+        say("summary")
+        summary["total_seconds"] = round(time.monotonic() - t_start, 1)
+        print(json.dumps(summary, indent=2))
+        (RUN / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        info(f"logs in {LOGS.relative_to(ROOT)}, summary in .run/demo/summary.json")
+        return 0
+    finally:
+        if args.keep:
+            info("--keep: services left running")
+        else:
+            procs.stop_all()
+            subprocess.run(
+                [str(ROOT / "scripts/kafka.sh"), "stop"],
+                env=kafka_env,
+                check=False,
+                capture_output=True,
+            )
 
 
 if __name__ == "__main__":

@@ -7,45 +7,60 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 # ``*_created`` series double the exposition and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-EVENTS = Counter("ingest_events_total", "Valid events stored, by event type", ["type"])
-REJECTED = Counter("ingest_rejected_total", "Lines quarantined, by reason", ["reason"])
-LINES = Counter("ingest_lines_total", "Stream lines consumed (valid and rejected)")
+EVENTS = Counter("marquee_ingest_events_total", "Valid events stored, by event type", ["type"])
+REJECTED = Counter("marquee_ingest_rejected_total", "Lines quarantined, by reason", ["reason"])
+LINES = Counter("marquee_ingest_lines_total", "Stream lines consumed (valid and rejected)")
 REPLAYED = Counter(
-    "ingest_replayed_records_total", "Records skipped because their offset is already stored"
+    "marquee_ingest_replayed_records_total",
+    "Records skipped because their offset is already stored",
 )
 LAG = Gauge(
-    "ingest_consumer_lag", "Records between the consumer position and the log end", ["partition"]
+    "marquee_ingest_consumer_lag",
+    "Records between the consumer position and the log end",
+    ["partition"],
 )
-ASSIGNED = Gauge("ingest_assigned_partitions", "Partitions currently assigned to this consumer")
+ASSIGNED = Gauge(
+    "marquee_ingest_assigned_partitions", "Partitions currently assigned to this consumer"
+)
 FLUSH_SECONDS = Histogram(
-    "ingest_segment_flush_seconds",
+    "marquee_ingest_segment_flush_seconds",
     "Time to make one buffered batch durable (segments, quarantine, manifest)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-FLUSHES = Counter("ingest_segment_flushes_total", "Batches made durable")
-FLUSH_ERRORS = Counter("ingest_segment_flush_errors_total", "Failed flush attempts (retried)")
-SEGMENT_BYTES = Counter("ingest_segment_bytes_total", "Bytes of Parquet segments written")
-COMMIT_ERRORS = Counter("ingest_offset_commit_errors_total", "Kafka offset commits that failed")
-DLQ_SENT = Counter("ingest_dlq_sent_total", "Rejected lines produced to the dead-letter topic")
-DLQ_ERRORS = Counter("ingest_dlq_errors_total", "Dead-letter produce attempts that failed")
-BUFFERED = Gauge("ingest_buffered_lines", "Lines consumed but not yet durable")
+FLUSHES = Counter("marquee_ingest_segment_flushes_total", "Batches made durable")
+FLUSH_ERRORS = Counter(
+    "marquee_ingest_segment_flush_errors_total", "Failed flush attempts (retried)"
+)
+SEGMENT_BYTES = Counter("marquee_ingest_segment_bytes_total", "Bytes of Parquet segments written")
+COMMIT_ERRORS = Counter(
+    "marquee_ingest_offset_commit_errors_total", "Kafka offset commits that failed"
+)
+DLQ_SENT = Counter(
+    "marquee_ingest_dlq_sent_total", "Rejected lines produced to the dead-letter topic"
+)
+DLQ_ERRORS = Counter("marquee_ingest_dlq_errors_total", "Dead-letter produce attempts that failed")
+BUFFERED = Gauge("marquee_ingest_buffered_lines", "Lines consumed but not yet durable")
 DURABLE_OFFSET = Gauge(
-    "ingest_durable_offset",
+    "marquee_ingest_durable_offset",
     "Next offset to read per partition (all before are stored)",
     ["partition"],
 )
 DQ_VIOLATIONS = Counter(
-    "ingest_dq_violations_total", "Lines or events failing a data-quality check", ["check"]
+    "marquee_ingest_dq_violations_total", "Lines or events failing a data-quality check", ["check"]
 )
 DQ_RATIO = Gauge(
-    "ingest_dq_ratio", "Share of the last window failing a data-quality check", ["check"]
+    "marquee_ingest_dq_ratio", "Share of the last window failing a data-quality check", ["check"]
 )
 DQ_ALERTS = Counter(
-    "ingest_dq_alerts_total", "Windows in which a check crossed its threshold", ["check"]
+    "marquee_ingest_dq_alerts_total", "Windows in which a check crossed its threshold", ["check"]
 )
-ENRICH_REQUESTS = Counter("ingest_enrichment_requests_total", "Metadata API requests", ["entity"])
+ENRICH_REQUESTS = Counter(
+    "marquee_ingest_enrichment_requests_total", "Metadata API requests", ["entity"]
+)
 ENRICH_ERRORS = Counter(
-    "ingest_enrichment_errors_total", "Metadata API requests that failed", ["entity", "kind"]
+    "marquee_ingest_enrichment_errors_total",
+    "Metadata API requests that failed",
+    ["entity", "kind"],
 )
-ENRICH_PENDING = Gauge("ingest_enrichment_pending", "Ids waiting for metadata", ["entity"])
-ENRICH_CACHED = Gauge("ingest_enrichment_cached", "Ids with cached metadata", ["entity"])
+ENRICH_PENDING = Gauge("marquee_ingest_enrichment_pending", "Ids waiting for metadata", ["entity"])
+ENRICH_CACHED = Gauge("marquee_ingest_enrichment_cached", "Ids with cached metadata", ["entity"])

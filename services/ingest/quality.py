@@ -1,7 +1,7 @@
 """Data-quality checks: windowed ratios with thresholds, a metric each, a log alert on breach.
 
 The consumer feeds per-batch counts (cheap: computed from columns at flush time); every
-``window_lines`` lines each check's ratio is published as ``ingest_dq_ratio{check}`` and a
+``window_lines`` lines each check's ratio is published as ``marquee_ingest_dq_ratio{check}`` and a
 ratio above its threshold logs one WARNING ``data quality alert`` with the numbers.
 """
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _rejected(reason: str) -> float:
-    return REGISTRY.get_sample_value("ingest_rejected_total", {"reason": reason}) or 0.0
+    return REGISTRY.get_sample_value("marquee_ingest_rejected_total", {"reason": reason}) or 0.0
 
 
 def test_malformed_corpus_is_quarantined_and_dead_lettered(

@@ -20,7 +20,7 @@ Rec = namedtuple("Rec", "offset value timestamp")
 
 
 def _ratio(check: str) -> float | None:
-    return REGISTRY.get_sample_value("ingest_dq_ratio", {"check": check})
+    return REGISTRY.get_sample_value("marquee_ingest_dq_ratio", {"check": check})
 
 
 def test_a_clean_window_raises_no_alert() -> None:
@@ -47,11 +47,12 @@ def test_each_check_alerts_above_its_threshold(
     counts: dict[str, int], check: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     q = QualityMonitor(window_lines=1_000, min_lines=100)
-    before = REGISTRY.get_sample_value("ingest_dq_alerts_total", {"check": check}) or 0
+    before = REGISTRY.get_sample_value("marquee_ingest_dq_alerts_total", {"check": check}) or 0
     with caplog.at_level(logging.WARNING):
         q.observe(Counter({"lines": 1_000, **counts}))
     assert check in [name for name, _ in q.alerts]
-    assert REGISTRY.get_sample_value("ingest_dq_alerts_total", {"check": check}) == before + 1
+    after = REGISTRY.get_sample_value("marquee_ingest_dq_alerts_total", {"check": check})
+    assert after == before + 1
     assert any(check in r.getMessage() and "threshold" in r.getMessage() for r in caplog.records)
     assert (_ratio(check) or 0) > CHECKS[check].threshold
 
@@ -124,8 +125,13 @@ def test_ops_endpoints(tmp_path: Path) -> None:
     assert client.get("/readyz").status_code == 200
     assert client.get("/stats").json == {"buffered_lines": 3}
     body = client.get("/metrics").data.decode()
-    assert "ingest_events_total" in body and "ingest_segment_flush_seconds" in body
-    assert "ingest_consumer_lag" in body and "ingest_enrichment_errors_total" in body
+    for name in (
+        "marquee_ingest_events_total",
+        "marquee_ingest_segment_flush_seconds",
+        "marquee_ingest_consumer_lag",
+        "marquee_ingest_enrichment_errors_total",
+    ):
+        assert name in body
     assert (
         create_app(_settings(tmp_path), _Status(False)).test_client().get("/readyz").status_code
         == 503

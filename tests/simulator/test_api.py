@@ -107,5 +107,5 @@ def test_ops_endpoints(client: FlaskClient) -> None:
     assert client.get("/readyz").get_json() == {"status": "ready"}
     client.get("/user/1")
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'sim_api_requests_total{code="200",endpoint="user"}' in text
-    assert "sim_api_request_duration_seconds_bucket" in text
+    assert 'marquee_sim_api_requests_total{code="200",endpoint="user"}' in text
+    assert "marquee_sim_api_request_duration_seconds_bucket" in text

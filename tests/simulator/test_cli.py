@@ -80,7 +80,7 @@ def test_api_subcommand_serves_over_http(tmp_path: Path) -> None:
         assert requests.get(f"{base}/user/999999", timeout=5).status_code == 404
         r = requests.get(f"{base}/movies?ids=a+b", timeout=5)
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
-        assert "sim_api_requests_total" in requests.get(f"{base}/metrics", timeout=5).text
+        assert "marquee_sim_api_requests_total" in requests.get(f"{base}/metrics", timeout=5).text
     finally:
         proc.terminate()
         proc.wait(timeout=20)
