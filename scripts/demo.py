@@ -36,9 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / ".run" / "demo"
 LOGS = RUN / "logs"
 VENV_BIN = ROOT / ".venv" / "bin"
-KAFKA_PORT, API_PORT, INGEST_PORT, RECO_PORT, PROM_PORT = 19092, 18000, 18001, 18082, 19090
+# Ports of their own, so a developer's broker (19092) or Prometheus (19090) can keep running.
+KAFKA_PORT, API_PORT, INGEST_PORT, RECO_PORT, PROM_PORT = 19192, 18000, 18001, 18082, 19190
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
 START = "2026-03-02T00:00:00"
+NDCG = "test.ranking.ndcg@20"
 
 
 def say(msg: str) -> None:
@@ -160,6 +162,17 @@ def wait_ingested(procs: Processes, topic: str, timeout_s: float = 600) -> dict[
     raise RuntimeError("ingest did not catch up in time")
 
 
+def quarantine_counts(store_path: Path) -> dict[str, int]:
+    """Quarantined lines by reason, read from the store."""
+    from services.ingest.store import EventStore
+
+    reasons = EventStore(store_path).read("quarantine")["reason"].to_pylist()
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def best_model(registry: Path) -> tuple[str, dict[str, Any]]:
     """The registered family with the best offline NDCG@20 on the stable channel."""
     from services.common.artifacts import Registry
@@ -171,7 +184,7 @@ def best_model(registry: Path) -> tuple[str, dict[str, Any]]:
         if version is None:
             continue
         manifest = reg.load(name, version).manifest
-        ndcg = _find_metric(manifest.metrics, "ndcg@20")
+        ndcg = _find_metric(manifest.metrics, NDCG)
         scored.append((ndcg if ndcg is not None else -1.0, name, manifest.metrics))
     if not scored:
         raise RuntimeError("the trainer registered no model")
@@ -179,16 +192,36 @@ def best_model(registry: Path) -> tuple[str, dict[str, Any]]:
     return name, metrics
 
 
-def _find_metric(metrics: Any, key: str) -> float | None:
-    """The first value under ``key`` anywhere in a nested metrics document."""
-    if isinstance(metrics, dict):
-        if isinstance(metrics.get(key), int | float):
-            return float(metrics[key])
-        for value in metrics.values():
-            found = _find_metric(value, key)
-            if found is not None:
-                return found
-    return None
+def offline_table(registry: Path) -> list[str]:
+    """One line per registered model: its offline test metrics."""
+    from services.common.artifacts import Registry
+
+    reg = Registry(registry)
+    rows = [f"{'model':<11} {'NDCG@20':>8} {'HR@20':>7} {'RMSE':>7}"]
+    for name in reg.names():
+        version = reg.channel(name, "stable")
+        if version is None:
+            continue
+        m = reg.load(name, version).manifest.metrics
+        cells = [_find_metric(m, k) for k in (NDCG, "test.ranking.hit_rate@20", "test.rating.rmse")]
+        rows.append(
+            f"{name:<11} "
+            + " ".join(
+                f"{c:>{w}.4f}" if c is not None else f"{'n/a':>{w}}"
+                for c, w in zip(cells, (8, 7, 7), strict=True)
+            )
+        )
+    return rows
+
+
+def _find_metric(metrics: Any, path: str) -> float | None:
+    """The number at a dotted ``path`` (e.g. ``test.ranking.ndcg@20``) of a metrics document."""
+    node = metrics
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) else None
 
 
 def online_summary(store_path: Path, since_ns: int) -> dict[str, Any]:
@@ -267,9 +300,12 @@ def prometheus(targets: dict[str, str]) -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--users", type=int, default=50_000, help="users in the simulated world")
+    ap.add_argument("--users", type=int, default=30_000, help="users in the simulated world")
     ap.add_argument("--movies", type=int, default=5_000, help="movies in the catalog")
-    ap.add_argument("--days", type=float, default=7, help="days of history to backfill")
+    ap.add_argument("--days", type=float, default=3, help="days of history to backfill")
+    ap.add_argument(
+        "--malformed-rate", type=float, default=0.002, help="share of malformed lines injected"
+    )
     ap.add_argument("--live-seconds", type=float, default=60, help="wall seconds of live traffic")
     ap.add_argument("--keep", action="store_true", help="leave the services running at the end")
     args = ap.parse_args(argv)
@@ -325,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             str(RUN / "sim"),
             "--target",
             "builtin:popularity",
+            "--malformed-rate",
+            str(args.malformed_rate),
             log="sim-backfill",
         )
         backfill_s = time.monotonic() - t0
@@ -348,8 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         stats = wait_ingested(procs, "movielog")
         ingest_s = time.monotonic() - t0
         info(f"stored rows: {json.dumps(stats.get('rows', {}))}")
+        quarantined = quarantine_counts(store)
+        info(f"quarantined with a reason: {json.dumps(quarantined)}")
         info(f"caught up in {ingest_s:.1f} s ({lines / ingest_s:,.0f} lines/s including start-up)")
-        summary["ingest"] = {"seconds": round(ingest_s, 1), "rows": stats.get("rows")}
+        summary["ingest"] = {
+            "seconds": round(ingest_s, 1),
+            "rows": stats.get("rows"),
+            "quarantined": quarantined,
+        }
 
         until = datetime.fromisoformat(START) + timedelta(days=args.days)
         snapshot = RUN / "snapshots" / until.strftime("%Y%m%dT%H%M%S")
@@ -391,8 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.monotonic() - t0
         report = RUN / "reports" / "report.md"
         info(f"trained in {train_s:.1f} s; report: {report.relative_to(ROOT)}")
+        offline = offline_table(registry)
+        for line in offline:
+            info(line)
         name, metrics = best_model(registry)
-        info(f"serving '{name}' (best offline NDCG@20: {_find_metric(metrics, 'ndcg@20')})")
+        info(f"serving '{name}' (best offline NDCG@20: {_find_metric(metrics, NDCG)})")
         summary["train"] = {"seconds": round(train_s, 1), "served_model": name}
 
         say(f"starting the recommender (gunicorn) on 127.0.0.1:{RECO_PORT}")
@@ -425,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         with prometheus(targets):
             say(
-                f"streaming live for {args.live_seconds:g} s: the simulator asks the recommender"
-                " and its users react (15 simulated minutes per wall second ÷ 15)"
+                f"streaming live for {args.live_seconds:g} s at 15x simulated speed: users ask"
+                " the recommender for lists and react to them"
             )
             live_since = time.time_ns()
             marquee(
