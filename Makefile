@@ -36,7 +36,10 @@ demo: setup ## set everything up and run the main job end to end
 
 test: setup ## set up, lint, type-check and pass every test (unit and integration)
 	@$(MAKE) --no-print-directory lint typecheck
-	@$(PY) -m pytest -q --durations=15
+	@# pytest exits 5 when it collected nothing: for `make test` that is a failure, said plainly.
+	@$(PY) -m pytest -q --durations=15; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; fi; \
+	exit $$rc
 
 test-unit: setup-python ## only the tests that need no running service
 	@$(PY) -m pytest -q -m "not integration"

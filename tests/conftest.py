@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.infra import KafkaBroker, start_kafka
+from tests.infra import KafkaBroker, PrometheusServer, free_port, start_kafka, start_prometheus
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +34,18 @@ def ml100k() -> str:
     if not (path / "u.data").is_file():
         pytest.skip(f"MovieLens 100K not found at {path}")
     return str(path)
+
+
+@pytest.fixture
+def prometheus_factory() -> Iterator[Callable[[dict[str, str]], PrometheusServer]]:
+    """Start a real Prometheus scraping the given {job: host:port}; stopped after the test."""
+    started: list[PrometheusServer] = []
+
+    def start(targets: dict[str, str]) -> PrometheusServer:
+        server = start_prometheus(targets, port=free_port())
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

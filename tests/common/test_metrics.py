@@ -6,12 +6,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.infra import free_port, start_prometheus
+from tests.infra import PrometheusServer, free_port
 
 WORKER = textwrap.dedent(
     """
@@ -51,10 +52,11 @@ EXPORTER = textwrap.dedent(
 
 
 @pytest.mark.integration
-def test_real_prometheus_scrapes_a_marquee_exporter() -> None:
+def test_real_prometheus_scrapes_a_marquee_exporter(
+    prometheus_factory: Callable[[dict[str, str]], PrometheusServer],
+) -> None:
     port = free_port()
     exporter = subprocess.Popen([sys.executable, "-c", EXPORTER, str(port)])
-    prom = None
     try:
         for _ in range(50):
             try:
@@ -62,7 +64,7 @@ def test_real_prometheus_scrapes_a_marquee_exporter() -> None:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        prom = start_prometheus({"exporter": f"127.0.0.1:{port}"}, port=free_port())
+        prom = prometheus_factory({"exporter": f"127.0.0.1:{port}"})
         deadline = time.monotonic() + 45
         result: list[dict[str, object]] = []
         while time.monotonic() < deadline:
@@ -77,5 +79,3 @@ def test_real_prometheus_scrapes_a_marquee_exporter() -> None:
         assert isinstance(labels, dict) and labels["service"] == "exporter"
     finally:
         exporter.kill()
-        if prom is not None:
-            prom.stop()
