@@ -17,7 +17,10 @@ $(STAMP):
 setup: setup-apt setup-python setup-kafka ## install everything the tests and the demo need (quick when cached)
 
 setup-apt: | $(STAMP)
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@# "install ok installed" only: a removed package keeps its config files and dpkg -s finds it.
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "setup: installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
