@@ -15,7 +15,6 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -26,6 +25,8 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+
+from services.common.fsio import atomic_write_text, fsync_dir, fsync_files
 
 FORMAT_VERSION: Final = 1
 ARRAYS_FILE: Final = "arrays.npz"
@@ -104,14 +105,6 @@ def _write_npz(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def content_version(family: str, files: Mapping[str, str], params: Mapping[str, Any]) -> str:
     """Content address of a model: same family, arrays and params give the same version."""
     payload = json.dumps(
@@ -152,13 +145,11 @@ def write_artifact(
             extra=dict(extra or {}),
         )
         (tmp / MANIFEST_FILE).write_text(manifest.to_json())
-        for f in tmp.iterdir():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
+        fsync_files(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
-        _fsync_dir(out_dir.parent)
+        fsync_dir(out_dir.parent)
         return manifest
     finally:
         if tmp.exists():
@@ -194,22 +185,6 @@ def load_artifact(path: Path) -> Artifact:
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"cannot read {ARRAYS_FILE}: {exc}") from exc
     return Artifact(manifest=manifest, arrays=arrays, path=path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Registry:
@@ -264,7 +239,7 @@ class Registry:
                 for f in (MANIFEST_FILE, *m.files):
                     shutil.copy2(Path(artifact_dir) / f, tmp / f)
                 tmp.rename(dest)
-                _fsync_dir(dest.parent)
+                fsync_dir(dest.parent)
                 added = True
             finally:
                 if tmp.exists():
@@ -310,7 +285,7 @@ class Registry:
             "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
             "history": history[-50:],
         }
-        _atomic_write_text(self._pointer(name, channel), json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(self._pointer(name, channel), json.dumps(doc, indent=2) + "\n")
 
     def promote(self, name: str, version: str | None = None, to: str = "stable") -> str:
         """Point ``to`` at ``version`` (default: what ``canary`` points at); return the version."""
@@ -332,7 +307,7 @@ class Registry:
             "updated": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
             "history": history,
         }
-        _atomic_write_text(self._pointer(name, channel), json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(self._pointer(name, channel), json.dumps(doc, indent=2) + "\n")
         return str(previous)
 
     def resolve(self, name: str, ref: str) -> Path:

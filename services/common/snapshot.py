@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from services.common.fsio import fsync_dir, fsync_files
 
 FORMAT_VERSION: Final = 1
 MANIFEST: Final = "manifest.json"
@@ -162,12 +163,11 @@ def write_snapshot(
             "source": source or {},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
+        fsync_files(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+        fsync_dir(out.parent)
         return manifest
     finally:
         if tmp.exists():

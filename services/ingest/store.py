@@ -38,6 +38,7 @@ from services.common.events import (
     RecommendationEvent,
     WatchEvent,
 )
+from services.common.fsio import fsync_dir
 
 KINDS: Final = ("watch", "rate", "create_account", "recommendation")
 QUARANTINE: Final = "quarantine"
@@ -108,28 +109,20 @@ def day_text(day: int) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=day)).isoformat()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, write: Any) -> int:
     """Write via ``write(tmp_path)`` to a temp name, fsync, rename into place; return the size."""
     new_dir = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     if new_dir:
         # A new date folder must itself survive a crash, or the renamed file vanishes with it.
-        _fsync_dir(path.parent.parent)
+        fsync_dir(path.parent.parent)
     tmp = path.with_name(f".tmp-{path.name}")
     write(tmp)
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     size = tmp.stat().st_size
     tmp.rename(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return size
 
 
