@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,6 +171,18 @@ def start_prometheus(targets: dict[str, str], port: int = 29090) -> PrometheusSe
         timeout=90,
     )
     return PrometheusServer(port=port, run_dir=run_dir, env=env)
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, every: float = 0.1, what: str = "") -> Any:
+    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
+        time.sleep(every)
 
 
 def free_port() -> int:

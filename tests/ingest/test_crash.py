@@ -13,16 +13,14 @@ import requests
 
 from services.common.events import parse
 from services.ingest.store import EventStore
-from tests.infra import KafkaBroker, start_kafka
+from tests.infra import KafkaBroker, free_port, start_kafka, wait_until
 from tests.ingest.helpers import (
     end_offsets,
-    free_port,
     ingest_env,
     kill9,
     producer,
     read_topic,
     spawn_ingest,
-    wait_until,
 )
 from tests.ingest.streamgen import MALFORMED, lines
 from tests.ingest.verify import assert_exactly_once

@@ -20,7 +20,7 @@ from services.ingest.enrich import (
     TransientError,
 )
 from services.ingest.quality import QualityMonitor
-from tests.ingest.helpers import free_port
+from tests.infra import free_port
 
 USERS = {
     i: {"user_id": i, "age": 20 + i % 50, "occupation": "writer", "gender": "F"}

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from services.ingest.consumer import IngestService
 from services.ingest.settings import IngestSettings
 from services.ingest.store import EventStore
-from tests.infra import KafkaBroker
-from tests.ingest.helpers import free_port, produce, read_topic, wait_until
+from tests.infra import KafkaBroker, free_port, wait_until
+from tests.ingest.helpers import produce, read_topic
 from tests.ingest.streamgen import MALFORMED, lines
 
 pytestmark = pytest.mark.integration

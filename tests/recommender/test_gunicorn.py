@@ -21,6 +21,7 @@ import requests
 
 from services.common.artifacts import Manifest, Registry
 from services.recommender.synthetic import movie_id, write_synthetic_model
+from tests.infra import wait_until
 from tests.recommender.test_model import tamper
 
 pytestmark = pytest.mark.integration
@@ -110,7 +111,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         time.sleep(0.1)
     srv = Server(proc=proc, url=url, root=root, v1=v1, log=log)
     # /readyz answers from the first worker up; wait for the second to publish its model too.
-    wait_until(lambda: srv.total("marquee_recommender_model_info") == 2, timeout=30)
+    wait_until(lambda: srv.total("marquee_recommender_model_info") == 2, timeout=30, every=0.05)
     yield srv
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -186,15 +187,6 @@ class Load:
         return Counter(v for when, v in list(self.timeline) if when >= t)
 
 
-def wait_until(cond: object, timeout: float) -> None:
-    """Poll ``cond()`` until true or fail."""
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        time.sleep(0.05)
-
-
 def test_hot_swap_under_load_then_tampered_artifact_refused(server: Server) -> None:
     registry = Registry(server.root)
     failures_before = server.total("marquee_recommender_model_load_failures_total")
@@ -206,6 +198,7 @@ def test_hot_swap_under_load_then_tampered_artifact_refused(server: Server) -> N
         wait_until(
             lambda: server.total("marquee_recommender_model_info", model_version=v2.version) == 2,
             timeout=15,
+            every=0.05,
         )
         swapped = time.monotonic()
         time.sleep(0.7)
@@ -219,6 +212,7 @@ def test_hot_swap_under_load_then_tampered_artifact_refused(server: Server) -> N
             lambda: server.total("marquee_recommender_model_load_failures_total") - failures_before
             == 2,
             timeout=15,
+            every=0.05,
         )
         refused = time.monotonic()
         time.sleep(0.5)

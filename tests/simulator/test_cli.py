@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import requests
 from services.cli import main as marquee
 from services.simulator import cli
 from services.simulator.world import GroundTruth
+from tests.infra import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,14 +53,8 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         cli.main(["teleport"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_api_subcommand_serves_over_http(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MARQUEE_SIM_LOG_JSON": "true"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "sim", "api", "--port", str(port),

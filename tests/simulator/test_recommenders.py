@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from services.simulator.recommenders import (
     parse_answer,
 )
 from services.simulator.world import World
+from tests.infra import free_port
 
 
 def test_parse_answer_accepts_the_contract(small_world: World) -> None:
@@ -94,12 +94,6 @@ def server(small_world: World) -> Iterator[str]:
     srv.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _line(answer: object, user: int = 7) -> RecommendationEvent:
     a = answer
     ev = RecommendationEvent(10**18, user, "h:8082", a.status, a.logged, a.error, a.ms, 3)  # type: ignore[attr-defined]
@@ -120,7 +114,7 @@ def test_http_answers_map_to_contract_statuses(small_world: World, server: str) 
     assert "TimeoutException" in (slow.error or "") and "after 600 ms" in (slow.error or "")
     assert _line(slow).error == slow.error
 
-    refused = HttpRecommender(f"http://127.0.0.1:{_free_port()}", small_world)
+    refused = HttpRecommender(f"http://127.0.0.1:{free_port()}", small_world)
     r = refused.recommend(users[:1], 0)[0]
     assert r.status == 0 and r.error == "java.net.ConnectException: Connection refused"
 
