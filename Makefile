@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
 UV_VERSION := 0.9.5
-APT_PACKAGES := openjdk-17-jre-headless maven prometheus kcat wrk
+APT_PACKAGES := openjdk-17-jre-headless maven prometheus kcat wrk postgresql chromium fonts-dejavu-core podman runc debootstrap
 STAMP := .cache/stamps
 
 .PHONY: help setup setup-apt setup-python setup-kafka demo test test-unit test-integration bench lint fmt typecheck clean
@@ -47,12 +47,16 @@ test: setup ## set up, lint, type-check and pass every test (unit and integratio
 test-unit: setup-python ## only the tests that need no running service
 	@$(PY) -m pytest -q -m "not integration"
 
+test-integration: setup ## only the integration tests (real Kafka, Prometheus on loopback)
+	@$(PY) -m pytest -q -m integration
+
 bench: setup ## run the benchmarks; JSON results under benchmarks/results/
 	@$(PY) -m benchmarks.run $(BENCH)
 
-lint: ## ruff lint and format check
+lint: ## ruff lint and format check; every import declared in its service's extra
 	@.venv/bin/ruff check services tests benchmarks scripts
 	@.venv/bin/ruff format --check services tests benchmarks scripts
+	@$(PY) -m scripts.check_deps
 
 typecheck: ## mypy (strict on services/common)
 	@.venv/bin/mypy services
@@ -65,3 +69,15 @@ clean: ## stop local services and remove run folders
 	-@scripts/kafka.sh stop
 	-@scripts/prometheus.sh stop
 	rm -rf .run
+
+# Deployment (issue 14): images with podman, a local Kubernetes cluster (kwok) on loopback.
+.PHONY: images cluster-up cluster-down
+images: ## build every service image with podman (deploy/Containerfile; cached layers)
+	@scripts/images.sh build
+
+cluster-up: ## build (once, cached) and start a kwok Kubernetes cluster on loopback
+	@scripts/cluster.sh up
+	@scripts/cluster.sh env
+
+cluster-down: ## stop and delete the local kwok cluster
+	@scripts/cluster.sh down

@@ -92,11 +92,11 @@ def child_ingest(bootstrap: str, topic: str, n: int, store: str) -> dict[str, An
     state: dict[str, float] = {}
     add, flush = ing.add, ing.flush
 
-    def timed_add(partition: int, records: Any) -> int:
+    def timed_add(partition: int, records: Any, topic: str | None = None) -> int:
         started = time.perf_counter()
         state.setdefault("t0", started)
-        got = add(partition, records)
-        if sum(ing.next_offset(p) or 0 for p in range(3)) >= n:
+        got = add(partition, records, topic)
+        if sum(ing.next_offset(p, topic) or 0 for p in range(3)) >= n:
             ing.flush_interval_s = 0.0  # everything is in: flush now, not at the next tick
         state["add_s"] = state.get("add_s", 0.0) + time.perf_counter() - started
         return got

@@ -3,6 +3,10 @@
 Each ``benchmarks/bench_<name>.py`` exposes ``run(quick: bool) -> dict``.  Benchmarks compare
 against their baseline inside the same run (a ratio), because these machines are noisy.
 
+A full run writes ``benchmarks/results/<YYYY-MM-DD>/<name>.json`` (committed: the README's
+numbers point at these, each with the machine it ran on) and the latest copy
+``benchmarks/results/<name>.json`` (git-ignored).  ``--quick`` writes only the latest copy.
+
     python -m benchmarks.run               # all
     python -m benchmarks.run parser sim    # some, by name
     python -m benchmarks.run --quick       # smaller sizes, for a smoke run
@@ -11,6 +15,7 @@ against their baseline inside the same run (a ratio), because these machines are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import platform
@@ -66,22 +71,56 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": name,
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "git_sha": _git_sha(),
-            "machine": {"python": platform.python_version(), "cpus": _cpus()},
+            "machine": machine(),
             "quick": args.quick,
             "wall_seconds": round(time.perf_counter() - started, 2),
             "results": result,
         }
+        text = json.dumps(doc, indent=2) + "\n"
         out = RESULTS / f"{name}.json"
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        out.write_text(text)
+        if not args.quick:
+            dated = RESULTS / doc["when"][:10] / f"{name}.json"
+            dated.parent.mkdir(parents=True, exist_ok=True)
+            dated.write_text(text)
+            out = dated
         print(json.dumps(result, indent=2))
         print(f"-> {out.relative_to(HERE.parent)}", flush=True)
     return 1 if failed else 0
 
 
-def _cpus() -> int:
+def machine() -> dict[str, object]:
+    """What the numbers were measured on: CPU model and count, memory, kernel, Python, BLAS."""
     import os
 
-    return len(os.sched_getaffinity(0))
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
+        mem_gib = round(kib / 2**20, 1)
+    blas = "unknown"
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(
+            f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})"
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        )
+    return {
+        "cpu": model,
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": mem_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "blas": blas,
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+    }
 
 
 if __name__ == "__main__":

@@ -6,7 +6,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.infra import KafkaBroker, PrometheusServer, free_port, start_kafka, start_prometheus
+from tests.infra import (
+    IN_CI,
+    KafkaBroker,
+    PrometheusServer,
+    free_port,
+    skip_or_fail,
+    start_kafka,
+    start_prometheus,
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +40,7 @@ def ml100k() -> str:
 
     path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens" / "ml-100k"
     if not (path / "u.data").is_file():
-        pytest.skip(f"MovieLens 100K not found at {path}")
+        skip_or_fail(f"MovieLens 100K not found at {path}")
     return str(path)
 
 
@@ -49,3 +57,18 @@ def prometheus_factory() -> Iterator[Callable[[dict[str, str]], PrometheusServer
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI a skip is a failure, whoever raised it (``pytest.skip``, ``importorskip``, a mark).
+
+    CI claims to run every test; a test that silently skipped there would be a false green.
+    ``xfail`` stays what it is: an expected failure, reported as such.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped in CI, which must run every test: {reason}"

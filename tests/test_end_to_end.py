@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from services.common.artifacts import Registry
 from services.common.events import is_movie_id
@@ -26,7 +27,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.store import EventStore
 from services.recommender.app import create_app, runtime_of
 from services.recommender.settings import RecommenderSettings
-from tests.infra import KafkaBroker, free_port
+from tests.infra import ROOT, KafkaBroker, free_port
 from tests.trainer.dvcrepo import DVC, pipeline_copy, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,7 +88,8 @@ def test_stream_to_served_recommendations(
     settings = IngestSettings(
         kafka_bootstrap_servers=kafka.bootstrap,
         store_path=tmp_path / "store",
-        topic=topic,
+        # The default set-up: the stream and the router's exposures into one store.
+        topics=(topic, "exposures"),
         dlq_topic="movielog-dlq",
         group_id=f"e2e-{topic}",
         group_instance_id=None,
@@ -99,13 +101,16 @@ def test_stream_to_served_recommendations(
     thread.start()
     try:
         offsets = {tp.partition: off for tp, off in ends.items()}
-        _wait(lambda: EventStore(settings.store_path).next_offsets() == offsets, 180, "ingest")
+        _wait(
+            lambda: EventStore(settings.store_path).topic_offsets(topic) == offsets, 180, "ingest"
+        )
     finally:
         service.stop()
         thread.join(60)
     store = EventStore(settings.store_path)
     rows = store.counts()
-    assert sum(rows.values()) == produced  # every line stored once: as an event or quarantined
+    stream_rows = sum(n for kind, n in rows.items() if kind != "exposure")
+    assert stream_rows == produced  # every line stored once: as an event or quarantined
     assert rows["quarantine"] > 0 and rows["watch"] > 0 and rows["recommendation"] > 0
 
     # 3. A snapshot, enriched from the simulator's API, in a fresh copy of the DVC pipeline.
@@ -126,7 +131,8 @@ def test_stream_to_served_recommendations(
     env = pipeline_copy(repo, snapshot)
     run([str(DVC), "repro"], repo, env)
     registry = Registry(repo / "models")
-    assert registry.names() == ["als", "knn", "popularity", "svd"]
+    families = yaml.safe_load((ROOT / "params.yaml").read_text())["families"]
+    assert registry.names() == sorted(families)  # every family the pipeline trains
     manifest = registry.load("als", "canary").manifest
     assert manifest.snapshot["content_hash"] == snap.content_hash
 

@@ -7,12 +7,17 @@ the sha256 of every file).  Loading recomputes every hash and refuses a mismatch
 The registry is ``<root>/<name>/<version>/`` with channel pointers
 ``<root>/<name>/channels/<channel>.json`` (``stable``, ``canary``) replaced atomically; each
 pointer keeps its history so ``rollback`` can return to the version before.
+
+Authenticity is optional: a registry given a signing key writes ``manifest.sig`` (an
+HMAC-SHA256 of the manifest's bytes, which pin every file's sha256) beside each version it
+registers, and refuses to load a version whose signature is missing or wrong.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import hmac
 import io
 import json
 import shutil
@@ -31,12 +36,18 @@ from services.common.fsio import atomic_write_text, fsync_dir, fsync_files
 FORMAT_VERSION: Final = 1
 ARRAYS_FILE: Final = "arrays.npz"
 MANIFEST_FILE: Final = "manifest.json"
+SIGNATURE_FILE: Final = "manifest.sig"
+SIGNATURE_ALG: Final = "hmac-sha256"
 CHANNELS: Final = ("stable", "canary")
 _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
 
 
 class ArtifactError(Exception):
     """An artifact is missing, malformed, or does not match its manifest."""
+
+
+class SignatureError(ArtifactError):
+    """A registry version is unsigned, or its signature does not match the signing key."""
 
 
 @dataclass(frozen=True)
@@ -187,11 +198,42 @@ def load_artifact(path: Path) -> Artifact:
     return Artifact(manifest=manifest, arrays=arrays, path=path)
 
 
-class Registry:
-    """A filesystem model registry: ``<root>/<name>/<version>/`` plus channel pointers."""
+def manifest_signature(manifest_bytes: bytes, key: bytes) -> str:
+    """The signature line of a manifest: ``hmac-sha256:<hex>``."""
+    return f"{SIGNATURE_ALG}:{hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest()}"
 
-    def __init__(self, root: Path | str) -> None:
+
+def sign_artifact(path: Path, key: bytes) -> None:
+    """Write ``manifest.sig`` for the manifest in ``path`` (replaced atomically)."""
+    sig = manifest_signature((Path(path) / MANIFEST_FILE).read_bytes(), key)
+    atomic_write_text(Path(path) / SIGNATURE_FILE, sig + "\n")
+
+
+def verify_signature(path: Path, key: bytes) -> None:
+    """Raise SignatureError unless ``manifest.sig`` in ``path`` matches its manifest and ``key``."""
+    path = Path(path)
+    try:
+        found = (path / SIGNATURE_FILE).read_text().strip()
+    except FileNotFoundError as exc:
+        raise SignatureError(f"{path.name} is not signed (no {SIGNATURE_FILE})") from exc
+    try:
+        manifest_bytes = (path / MANIFEST_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"no {MANIFEST_FILE} in {path}") from exc
+    if not hmac.compare_digest(found.encode(), manifest_signature(manifest_bytes, key).encode()):
+        raise SignatureError(f"{path.name} has a signature that does not match the signing key")
+
+
+class Registry:
+    """A filesystem model registry: ``<root>/<name>/<version>/`` plus channel pointers.
+
+    With ``signing_key`` the registry signs what it registers and loads only versions whose
+    signature matches (see ``ModelSigningSettings`` for where the key comes from).
+    """
+
+    def __init__(self, root: Path | str, *, signing_key: bytes | None = None) -> None:
         self.root = Path(root)
+        self.signing_key = signing_key or None
 
     def _check(self, *parts: str) -> None:
         for p in parts:
@@ -244,6 +286,11 @@ class Registry:
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp)
+        if self.signing_key is not None:
+            try:
+                verify_signature(dest, self.signing_key)
+            except SignatureError:  # new, unsigned before signing was on, or an older key
+                sign_artifact(dest, self.signing_key)
         if channel is not None and self.channel(m.name, channel) != m.version:
             self.set_channel(m.name, channel, m.version)
         return m, added
@@ -321,5 +368,14 @@ class Registry:
         return path
 
     def load(self, name: str, ref: str) -> Artifact:
-        """Load and verify the artifact a channel or version refers to."""
-        return load_artifact(self.resolve(name, ref))
+        """Load and verify the artifact a channel or version refers to (and its signature)."""
+        path = self.resolve(name, ref)
+        if self.signing_key is None:
+            return load_artifact(path)
+        verify_signature(path, self.signing_key)
+        artifact = load_artifact(path)
+        m = artifact.manifest
+        if (m.name, m.version) != (name, path.name):
+            # A signed manifest copied into another folder must not pass for that version.
+            raise SignatureError(f"manifest of {m.name}/{m.version} sits at {name}/{path.name}")
+        return artifact

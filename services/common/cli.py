@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from services.common.cliutil import Parser, not_found, run_cli
 from services.common.events import Rejected, parse
 
 
@@ -48,18 +49,31 @@ def _kafka_lines(bootstrap: str, topic: str, limit: int, idle_s: float) -> Itera
         consumer.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``marquee events``."""
-    ap = argparse.ArgumentParser(prog="marquee events", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("count", help="count events by kind and rejections by reason")
+def build_parser() -> argparse.ArgumentParser:
+    """The ``marquee events`` argument parser."""
+    ap = Parser(prog="marquee events", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{count}")
+    c = sub.add_parser(
+        "count",
+        help="count events by kind and rejections by reason (prints JSON)",
+        description="Count events by kind and rejected lines by reason; prints one JSON object.",
+    )
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path, help="a file of stream lines ('-' for stdin)")
     src.add_argument("--kafka", metavar="BOOTSTRAP", help="host:port of a broker")
     c.add_argument("--topic", default="movielog", help="topic to read with --kafka")
     c.add_argument("--limit", type=int, default=0, help="stop after this many lines (0: all)")
     c.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``marquee events``."""
+    return run_cli("marquee events", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
 
     started = time.perf_counter()
     lines: Iterable[str | bytes]
@@ -67,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines = _kafka_lines(args.kafka, args.topic, args.limit, args.idle)
     elif str(args.file) == "-":
         lines = sys.stdin
+    elif not args.file.is_file():
+        raise not_found(f"no stream file {args.file}", "check the path, or pass --file - for stdin")
     else:
         lines = args.file.open(encoding="utf-8", errors="surrogateescape")
     counts = count_lines(tqdm(lines, unit=" lines", disable=not sys.stderr.isatty()))

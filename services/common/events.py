@@ -1,8 +1,9 @@
-"""The stream contract: typed events for the four line shapes, a parser, a formatter.
+"""The stream contract: typed events for the five line shapes, a parser, a formatter.
 
-See ``shared/docs/stream-format.md``.  Every line is ``<time>,<userid>,<request>``.  ``parse`` turns
-a line (text or bytes) into one of four immutable event classes, or into ``Rejected`` with a
-stable, named ``Reason``; ``format_line`` turns an event back into exactly the line it came from.
+See ``docs/contract.md``.  Every line is ``<time>,<userid>,<request>``.  ``parse`` turns a line
+(text or bytes) into one of five immutable event classes (the streaming service's four, plus the
+exposure our router logs), or into ``Rejected`` with a stable, named ``Reason``; ``format_line``
+turns an event back into exactly the line it came from.
 
 Times are kept as integer nanoseconds since the epoch (the zone-less local time read as UTC)
 plus the number of fractional digits the line carried, so that nanosecond stamps
@@ -24,15 +25,18 @@ __all__ = [
     "MAX_USER_ID",
     "CreateAccountEvent",
     "Event",
+    "ExposureEvent",
     "RateEvent",
     "Reason",
     "RecommendationEvent",
     "Rejected",
     "WatchEvent",
     "format",
+    "format_exposure_request",
     "format_line",
     "format_time",
     "is_movie_id",
+    "is_token",
     "parse",
     "parse_time",
 ]
@@ -69,6 +73,8 @@ class Reason(StrEnum):
     BAD_RECO_STATUS = "bad_reco_status"
     BAD_RECO_RESULT = "bad_reco_result"
     BAD_RESPONSE_TIME = "bad_response_time"
+    BAD_EXPOSURE = "bad_exposure"
+    BAD_EXPOSURE_ITEMS = "bad_exposure_items"
 
 
 class WatchEvent(NamedTuple):
@@ -137,7 +143,35 @@ class RecommendationEvent(NamedTuple):
         return "recommendation"
 
 
-Event = WatchEvent | RateEvent | CreateAccountEvent | RecommendationEvent
+class ExposureEvent(NamedTuple):
+    """What the router served one user: ``exposure experiment=.. arm=.. model=.. ... items=..``.
+
+    ``model_name``/``model_version`` are None together when no model answered; ``fallback`` is
+    None when the arm's own answer was served.  ``items`` are the movie ids served, best first
+    (empty unless status is 200); ``item_arms`` names, per item, the arm it came from (team-draft
+    interleaving), or is None when the items carry no arm tags.
+    """
+
+    time_ns: int
+    user_id: int
+    experiment: str
+    arm: str
+    model_name: str | None
+    model_version: str | None
+    status: int
+    latency_ms: int
+    fallback: str | None
+    items: tuple[str, ...]
+    item_arms: tuple[str, ...] | None
+    time_digits: int = 0
+
+    @property
+    def kind(self) -> Literal["exposure"]:
+        """The event's kind, as named in metrics and the store."""
+        return "exposure"
+
+
+Event = WatchEvent | RateEvent | CreateAccountEvent | RecommendationEvent | ExposureEvent
 
 
 def _same_event(self: object, other: object) -> bool:
@@ -154,7 +188,7 @@ def _event_hash(self: tuple[object, ...]) -> int:
 
 # Events are named tuples (cheap to build on the hot path: about a third of a frozen
 # dataclass), but two events are equal only when they are of the same kind as well.
-for _cls in (WatchEvent, RateEvent, CreateAccountEvent, RecommendationEvent):
+for _cls in (WatchEvent, RateEvent, CreateAccountEvent, RecommendationEvent, ExposureEvent):
     _cls.__eq__ = _same_event  # type: ignore[method-assign]
     _cls.__ne__ = _other_event  # type: ignore[method-assign]
     _cls.__hash__ = _event_hash  # type: ignore[method-assign]
@@ -273,6 +307,19 @@ _RECO_PREFIX: Final = "recommendation request "
 _RECO_RE: Final = re.compile(
     r"recommendation request (\S+), status (-?\d+), result: (.*), (\S+) ms", re.DOTALL
 )
+_EXPOSURE_PREFIX: Final = "exposure "
+# Seven key=value fields, each key once, in this order, one space apart; values hold no spaces.
+_EXPOSURE_RE: Final = re.compile(
+    r"exposure experiment=(\S*) arm=(\S*) model=(\S*) status=(\S*) latency_ms=(\S*)"
+    r" fallback=(\S*) items=(\S*)"
+)
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}", re.ASCII)
+_NO_VALUE: Final = "-"
+
+
+def is_token(text: str) -> bool:
+    """True when ``text`` is a valid experiment, arm, model name/version or fallback reason."""
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def _reject(reason: Reason, line: str, detail: str) -> Rejected:
@@ -332,7 +379,9 @@ def _parse(line: str) -> Event | Rejected:
         return CreateAccountEvent(time_ns, user, digits)
     if req.startswith(_RECO_PREFIX):
         return _parse_reco(line, req, time_ns, digits, user)
-    if req != req.strip() and req.strip()[:4] in ("GET ", "reco"):
+    if req.startswith(_EXPOSURE_PREFIX):
+        return _parse_exposure(line, req, time_ns, digits, user)
+    if req != req.strip() and req.strip()[:4] in ("GET ", "reco", "expo"):
         return _reject(Reason.BAD_WHITESPACE, line, "space around the request")
     if req.startswith("GET /") and "," in req:
         return _reject(Reason.BAD_FIELD_COUNT, line, "extra field after the request")
@@ -404,6 +453,93 @@ def _parse_reco(line: str, req: str, time_ns: int, digits: int, user: int) -> Ev
     return RecommendationEvent(time_ns, user, host, status, (), result, ms, digits)
 
 
+def _parse_exposure(line: str, req: str, time_ns: int, digits: int, user: int) -> Event | Rejected:
+    m = _EXPOSURE_RE.fullmatch(req)
+    if m is None:
+        return _reject(
+            Reason.BAD_EXPOSURE,
+            line,
+            "expected experiment= arm= model= status= latency_ms= fallback= items=, in order",
+        )
+    experiment, arm, model, status_text, ms_text, fallback_text, items_text = m.groups()
+    for key, value in (("experiment", experiment), ("arm", arm)):
+        if not is_token(value):
+            return _reject(Reason.BAD_EXPOSURE, line, f"bad {key} {value[:60]!r}")
+    name: str | None = None
+    version: str | None = None
+    if model != _NO_VALUE:
+        name, sep, version = model.partition("@")
+        if not sep or not is_token(name) or not is_token(version):
+            return _reject(Reason.BAD_EXPOSURE, line, f"bad model {model[:60]!r}")
+    if len(status_text) > 3 or not _CANONICAL_INT_RE.fullmatch(status_text):
+        return _reject(Reason.BAD_EXPOSURE, line, f"bad status {status_text[:20]!r}")
+    status = int(status_text)
+    if status != 0 and not 100 <= status <= 599:
+        return _reject(Reason.BAD_EXPOSURE, line, f"status {status} out of range")
+    if not _CANONICAL_INT_RE.fullmatch(ms_text) or len(ms_text) > 7:
+        return _reject(Reason.BAD_EXPOSURE, line, f"bad latency_ms {ms_text[:20]!r}")
+    ms = int(ms_text)
+    if ms > MAX_RESPONSE_MS:
+        return _reject(Reason.BAD_EXPOSURE, line, f"latency_ms {ms} out of range")
+    fallback: str | None = None
+    if fallback_text != _NO_VALUE:
+        if not is_token(fallback_text):
+            return _reject(Reason.BAD_EXPOSURE, line, f"bad fallback {fallback_text[:60]!r}")
+        fallback = fallback_text
+    if not items_text:
+        return ExposureEvent(
+            time_ns, user, experiment, arm, name, version, status, ms, fallback, (), None, digits
+        )
+    if status != 200:
+        return _reject(Reason.BAD_EXPOSURE_ITEMS, line, f"items served with status {status}")
+    movies: list[str] = []
+    arms: list[str] = []
+    for item in items_text.split(";"):
+        movie, sep, tag = item.partition("|")
+        if not is_movie_id(movie):
+            return _reject(Reason.BAD_EXPOSURE_ITEMS, line, f"bad movie id {movie[:60]!r}")
+        if sep and not is_token(tag):
+            return _reject(Reason.BAD_EXPOSURE_ITEMS, line, f"bad arm tag {tag[:60]!r}")
+        movies.append(movie)
+        if sep:
+            arms.append(tag)
+    if arms and len(arms) != len(movies):
+        return _reject(Reason.BAD_EXPOSURE_ITEMS, line, "arm tags on some items but not all")
+    tags = tuple(arms) if arms else None
+    return ExposureEvent(
+        time_ns,
+        user,
+        experiment,
+        arm,
+        name,
+        version,
+        status,
+        ms,
+        fallback,
+        tuple(movies),
+        tags,
+        digits,
+    )
+
+
+def format_exposure_request(event: ExposureEvent) -> str:
+    """The ``<request>`` part of an exposure line."""
+    model = (
+        f"{event.model_name}@{event.model_version}"
+        if event.model_name is not None and event.model_version is not None
+        else _NO_VALUE
+    )
+    if event.item_arms is None:
+        items = ";".join(event.items)
+    else:
+        items = ";".join(f"{m}|{a}" for m, a in zip(event.items, event.item_arms, strict=True))
+    return (
+        f"exposure experiment={event.experiment} arm={event.arm} model={model}"
+        f" status={event.status} latency_ms={event.latency_ms}"
+        f" fallback={event.fallback if event.fallback is not None else _NO_VALUE} items={items}"
+    )
+
+
 # --- formatting ---------------------------------------------------------------------------
 
 
@@ -416,6 +552,8 @@ def format_line(event: Event) -> str:
         return f"{t},{event.user_id},GET /rate/{event.movie_id}={event.rating}"
     if isinstance(event, CreateAccountEvent):
         return f"{t},{event.user_id},GET /create_account"
+    if isinstance(event, ExposureEvent):
+        return f"{t},{event.user_id},{format_exposure_request(event)}"
     result = ", ".join(event.result) if event.status == 200 else (event.error or "")
     return (
         f"{t},{event.user_id},recommendation request {event.host}, status {event.status}, "

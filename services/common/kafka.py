@@ -17,19 +17,25 @@ def _servers(settings: KafkaSettings) -> list[str]:
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement and never retries into duplicates.
+    """An idempotent producer: its own retries never write a record twice.
 
-    ``acks='all'`` and a bounded ``max_block_ms`` mean a send either lands or fails loudly.
+    ``enable_idempotence`` gives the producer an id and numbers its batches, so the broker drops
+    a batch it already holds when a retry follows a lost acknowledgement (a broker crash, a
+    timeout); kafka-python then needs ``acks='all'`` and one request in flight.  A send keeps
+    being retried until ``delivery_timeout_ms`` and then fails loudly.  What this cannot cover:
+    a record the *application* sends again after a failed send is a new record, so callers that
+    resend (the ingest dead-letter topic) say so and count it.
     """
     options: dict[str, Any] = {
         "bootstrap_servers": _servers(settings),
+        "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
         "compression_type": None,
         "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "delivery_timeout_ms": max(120_000, settings.kafka_request_timeout_ms),
         "max_block_ms": settings.kafka_request_timeout_ms,
-        "retries": 5,
         "max_in_flight_requests_per_connection": 1,
         "api_version_auto_timeout_ms": int(settings.kafka_connect_timeout_s * 1000),
     }

@@ -7,6 +7,7 @@ default in-process registry is used.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -33,12 +34,47 @@ def exposition(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+class MetricsDirInUseError(RuntimeError):
+    """The multiprocess folder belongs to another live server; the message names it."""
+
+
+# Open lock files of the folders this process owns, by folder: the lock lasts while they stay
+# open, i.e. until the process exits (a crash frees it too).
+_HELD: dict[Path, int] = {}
+LOCK_FILE = ".lock"
+
+
 def prepare_multiproc_dir(path: str | os.PathLike[str]) -> Path:
-    """Empty and create the multiprocess directory; call once in the gunicorn master at start."""
-    p = Path(path)
-    if p.exists():
-        shutil.rmtree(p)
-    p.mkdir(parents=True)
+    """Claim the multiprocess folder for this server and empty it; call once in the master.
+
+    Two servers writing one folder would sum (and wipe) each other's counters, so the folder
+    is locked (``flock`` on ``<path>/.lock``, held until this process exits) before anything in
+    it is touched; MetricsDirInUseError when another live process holds it.
+    """
+    p = Path(path).resolve()
+    if p not in _HELD:
+        p.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise MetricsDirInUseError(
+                f"metrics folder {p} is in use by a running server (pid {owner}); stop it or "
+                "give this one a folder of its own"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[p] = fd
+        # Only now, owning the folder, drop what a previous (dead) server left behind.
+        for child in p.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     os.environ[MULTIPROC_ENV] = str(p)
     return p
 

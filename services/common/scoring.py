@@ -19,8 +19,18 @@ every family
     ``seen_indices``): the user's centred rating or implicit weight for each seen item;
     ``item_bias`` (float32 [I]), ``global_bias`` (float32 [1]);
     score(u, i) = global + item_bias[i] + Σ_j∈seen(u) w_uj · sim(j, i).
+``bpr``
+    the factor arrays of ``svd`` / ``als`` (``implicit``'s BPR keeps its item bias as the last
+    factor, against a constant 1 in the user factors).
+``ease`` (closed-form item–item, Steck 2019)
+    the graph arrays of ``knn``: row j holds the largest-magnitude weights B[j, i] of the EASE
+    matrix over the top-N items, ``seen_weights`` are 1; ``item_bias`` is a small popularity
+    tie-break so items outside the top-N (never scored by B) still order by popularity.
 ``popularity``
     ``item_scores`` (float32 [I]); every user gets the same scores.
+``segment`` (demographic segment popularity)
+    ``segment_scores`` (float32 [S, I]) per ``segment_keys`` row and ``user_segment`` (int32
+    [U]): a known user gets their segment's scores, an unknown one the segment list.
 """
 
 from __future__ import annotations
@@ -33,7 +43,11 @@ import numpy.typing as npt
 
 from services.common.artifacts import Artifact, ArtifactError
 
-FAMILIES: Final = ("svd", "als", "knn", "popularity")
+FAMILIES: Final = ("svd", "als", "bpr", "knn", "ease", "popularity", "segment")
+FACTOR_FAMILIES: Final = ("svd", "als", "bpr")
+GRAPH_FAMILIES: Final = ("knn", "ease")
+NON_PERSONAL: Final = ("popularity", "segment")
+"""Families whose lists do not depend on the user's history (the baselines)."""
 AGE_GROUPS: Final = (
     ("child", 0, 12),
     ("teen", 13, 19),
@@ -41,11 +55,20 @@ AGE_GROUPS: Final = (
     ("middle_aged", 36, 55),
     ("senior", 56, 200),
 )
+_FACTOR_ARRAYS: Final = ("user_factors", "item_factors", "user_bias", "item_bias", "global_bias")
+_GRAPH_ARRAYS: Final = (
+    "knn_indptr",
+    "knn_indices",
+    "knn_sims",
+    "seen_weights",
+    "item_bias",
+    "global_bias",
+)
 _REQUIRED: Final[dict[str, tuple[str, ...]]] = {
-    "svd": ("user_factors", "item_factors", "user_bias", "item_bias", "global_bias"),
-    "als": ("user_factors", "item_factors", "user_bias", "item_bias", "global_bias"),
-    "knn": ("knn_indptr", "knn_indices", "knn_sims", "seen_weights", "item_bias", "global_bias"),
+    **dict.fromkeys(FACTOR_FAMILIES, _FACTOR_ARRAYS),
+    **dict.fromkeys(GRAPH_FAMILIES, _GRAPH_ARRAYS),
     "popularity": ("item_scores",),
+    "segment": ("segment_scores", "user_segment"),
 }
 _COMMON: Final = ("item_ids", "user_ids", "seen_indptr", "seen_indices", "popular")
 
@@ -107,19 +130,26 @@ class Scorer:
             str(k): _distinct(seg[i]) for i, k in enumerate(keys)
         }
         self._item_index: dict[str, int] | None = None
-        if self.family in ("svd", "als"):
+        if self.family in FACTOR_FAMILIES:
             self.user_factors: F32 = np.ascontiguousarray(a["user_factors"], dtype=np.float32)
             self.item_factors: F32 = np.ascontiguousarray(a["item_factors"], dtype=np.float32)
             self.user_bias: F32 = np.ascontiguousarray(a["user_bias"], dtype=np.float32)
             self.item_bias: F32 = np.ascontiguousarray(a["item_bias"], dtype=np.float32)
             self.global_bias = float(a["global_bias"].reshape(-1)[0])
-        elif self.family == "knn":
+        elif self.family in GRAPH_FAMILIES:
             self.knn_indptr: I64 = np.ascontiguousarray(a["knn_indptr"], dtype=np.int64)
             self.knn_indices = np.ascontiguousarray(a["knn_indices"], dtype=np.int32)
             self.knn_sims: F32 = np.ascontiguousarray(a["knn_sims"], dtype=np.float32)
             self.seen_weights: F32 = np.ascontiguousarray(a["seen_weights"], dtype=np.float32)
             self.item_bias = np.ascontiguousarray(a["item_bias"], dtype=np.float32)
             self.global_bias = float(a["global_bias"].reshape(-1)[0])
+        elif self.family == "segment":
+            self.segment_scores: F32 = np.ascontiguousarray(a["segment_scores"], dtype=np.float32)
+            self.user_segment = np.ascontiguousarray(a["user_segment"], dtype=np.int32)
+            if self.segment_scores.shape != (len(keys), self.n_items) or len(
+                self.user_segment
+            ) != len(self.user_ids):
+                raise ArtifactError("segment arrays do not match segment_keys, items and users")
         else:
             self.item_scores: F32 = np.ascontiguousarray(a["item_scores"], dtype=np.float32)
 
@@ -151,12 +181,12 @@ class Scorer:
 
     def scores(self, uidx: int) -> F32:
         """A fresh float32 score for every item for a known user (higher is better)."""
-        if self.family in ("svd", "als"):
+        if self.family in FACTOR_FAMILIES:
             s: F32 = self.item_factors @ self.user_factors[uidx]
             s += self.item_bias
             s += self.global_bias + self.user_bias[uidx]
             return s
-        if self.family == "knn":
+        if self.family in GRAPH_FAMILIES:
             lo, hi = self.seen_indptr[uidx], self.seen_indptr[uidx + 1]
             rows = self.seen_indices[lo:hi]
             starts, ends = self.knn_indptr[rows], self.knn_indptr[rows + 1]
@@ -171,6 +201,9 @@ class Scorer:
             out += self.item_bias
             out += self.global_bias
             return out
+        if self.family == "segment":
+            row: F32 = self.segment_scores[int(self.user_segment[uidx])].copy()
+            return row
         return self.item_scores.copy()
 
     def score(self, user_id: int, movie_ids: Sequence[str]) -> F32:
@@ -178,7 +211,7 @@ class Scorer:
         out = np.full(len(movie_ids), np.nan, dtype=np.float32)
         uidx = self.user_index(user_id)
         if uidx is None and self.family != "popularity":
-            return out
+            return out  # (an unknown user's segment is not known here either)
         full = self.scores(uidx if uidx is not None else 0)
         for n, m in enumerate(movie_ids):
             j = self.item_index(m)
@@ -232,14 +265,4 @@ class Scorer:
             best = np.concatenate([best, extra[: k - len(best)]])
             if len(best) == 0:  # the user has seen every popular movie: serve popularity anyway
                 best = self.popular[:k].astype(np.int64)
-        return self.ids(best), self.family != "popularity"
-
-    def describe(self) -> dict[str, Any]:
-        """Sizes for logs and the model_info metric."""
-        return {
-            "family": self.family,
-            "name": self.name,
-            "version": self.version,
-            "users": len(self.user_ids),
-            "items": self.n_items,
-        }
+        return self.ids(best), self.family not in NON_PERSONAL

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,3 +40,33 @@ class KafkaSettings(ServiceSettings):
     """How long one Kafka request may take before the client gives up on it."""
     kafka_connect_timeout_s: float = 20.0
     """How long start-up waits for the brokers before failing."""
+
+
+class ModelSigningSettings(BaseSettings):
+    """The model-signing key (``MARQUEE_MODEL_*``): one secret the trainer signs with and the
+    recommender verifies with; unset, models are neither signed nor checked."""
+
+    model_config = service_config("MARQUEE_MODEL_")
+
+    signing_key: SecretStr | None = None
+    """HMAC-SHA256 key for registry manifests, as text."""
+    signing_key_file: Path | None = None
+    """File holding the key (a mounted Kubernetes Secret); wins over ``signing_key``."""
+
+    def key(self) -> bytes | None:
+        """The key bytes, or None when signing is off; ValueError when configured but empty."""
+        if self.signing_key_file is not None:
+            # A missing or empty key file is a broken deployment: fail, never run unsigned.
+            try:
+                raw = self.signing_key_file.read_bytes().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read model signing key file: {exc}") from exc
+            if not raw:
+                raise ValueError(f"model signing key file {self.signing_key_file} is empty")
+            return raw
+        if self.signing_key is None:
+            return None
+        text = self.signing_key.get_secret_value().strip()
+        if not text:
+            raise ValueError("MARQUEE_MODEL_SIGNING_KEY is set but empty")
+        return text.encode()

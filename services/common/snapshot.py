@@ -2,12 +2,22 @@
 
 A snapshot is an immutable folder of Parquet tables plus ``manifest.json``:
 
-- ``interactions.parquet``: one row per (user, movie) watch session aggregate
-- ``ratings.parquet``: the latest rating per (user, movie)
+- ``interactions.parquet``: one row per (user, movie, time bucket of ``watch_grain_ns``): the
+  distinct minutes of the movie the user streamed for the first time within that bucket, the
+  largest of them, and ``time_ns``, the earliest of those first times
+- ``ratings.parquet``: every rating, one row per (user, movie, time)
 - ``users.parquet`` and ``movies.parquet``: metadata, nullable where unknown
 
 Rows are sorted by key and the manifest carries no wall-clock time, so the same inputs give
 the same bytes; ``content_hash`` is the sha256 over the files' hashes.
+
+Watches and ratings are not aggregated per (user, movie): a consumer cuts them at its own
+boundaries (the trainer's periods) and aggregates within, so nothing after a boundary leaks
+into a quantity computed for before it (format 2; format 1 held whole-snapshot aggregates).
+A cut is exact for watches when it is a multiple of the manifest's ``watch_grain_ns`` (buckets
+are aligned to the epoch): every minute of a row whose ``time_ns`` lies before such a cut was
+streamed before it.  The grain keeps the table near one row per viewing session instead of one
+per watch line (a 90-minute session is 90 lines); 1 means one row per first-streamed time.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import pyarrow.parquet as pq
 
 from services.common.fsio import fsync_dir, fsync_files
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 MANIFEST: Final = "manifest.json"
 
 SCHEMAS: Final[dict[str, pa.Schema]] = {
@@ -34,10 +44,9 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
         [
             pa.field("user_id", pa.int64(), nullable=False),
             pa.field("movie_id", pa.string(), nullable=False),
-            pa.field("minutes", pa.int32(), nullable=False),  # distinct minutes streamed
+            pa.field("time_ns", pa.int64(), nullable=False),
+            pa.field("minutes", pa.int32(), nullable=False),  # distinct minutes first streamed
             pa.field("max_minute", pa.int32(), nullable=False),
-            pa.field("first_ns", pa.int64(), nullable=False),
-            pa.field("last_ns", pa.int64(), nullable=False),
         ]
     ),
     "ratings": pa.schema(
@@ -71,13 +80,13 @@ SCHEMAS: Final[dict[str, pa.Schema]] = {
     ),
 }
 SORT_KEYS: Final[dict[str, list[str]]] = {
-    "interactions": ["user_id", "movie_id"],
-    "ratings": ["user_id", "movie_id"],
+    "interactions": ["user_id", "movie_id", "time_ns"],
+    "ratings": ["user_id", "movie_id", "time_ns"],
     "users": ["user_id"],
     "movies": ["movie_id"],
 }
 TIME_COLUMNS: Final[dict[str, tuple[str, str]]] = {
-    "interactions": ("first_ns", "last_ns"),
+    "interactions": ("time_ns", "time_ns"),
     "ratings": ("time_ns", "time_ns"),
 }
 
@@ -129,8 +138,14 @@ def write_snapshot(
     tables: dict[str, pa.Table],
     until_ns: int,
     source: dict[str, Any] | None = None,
+    watch_grain_ns: int = 1,
 ) -> dict[str, Any]:
-    """Write the four tables and a manifest atomically into ``out_dir``; return the manifest."""
+    """Write the four tables and a manifest atomically into ``out_dir``; return the manifest.
+
+    ``watch_grain_ns``: the time bucket ``interactions`` rows were aggregated to (see above).
+    """
+    if watch_grain_ns < 1:
+        raise SnapshotError(f"watch_grain_ns must be at least 1, got {watch_grain_ns}")
     out = Path(out_dir)
     if set(tables) != set(SCHEMAS):
         raise SnapshotError(f"expected tables {sorted(SCHEMAS)}, got {sorted(tables)}")
@@ -156,6 +171,7 @@ def write_snapshot(
         manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "until_ns": until_ns,
+            "watch_grain_ns": watch_grain_ns,
             "time_range": {"min_ns": lo, "max_ns": hi},
             "row_counts": counts,
             "files": files,
@@ -182,7 +198,10 @@ def read_snapshot(path: Path | str, verify: bool = True) -> Snapshot:
     except FileNotFoundError as exc:
         raise SnapshotError(f"no {MANIFEST} in {p}") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise SnapshotError(f"unsupported snapshot format {manifest.get('format_version')!r}")
+        raise SnapshotError(
+            f"unsupported snapshot format {manifest.get('format_version')!r} (want "
+            f"{FORMAT_VERSION}): rebuild it with `marquee ingest snapshot`"
+        )
     loaded: dict[str, pa.Table] = {}
     for name in SCHEMAS:
         fname = f"{name}.parquet"

@@ -1,4 +1,4 @@
-"""The ops HTTP port: ``/healthz``, ``/readyz``, ``/metrics``, ``/stats`` (a thin blueprint)."""
+"""The ops HTTP port: the common ``/healthz``, ``/readyz``, ``/metrics`` plus ``/stats``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from flask import Blueprint, Flask, Response, jsonify
 
-from services.common.metrics import exposition
+from services.common.service import ops_blueprint, register_error_handlers
 from services.ingest.settings import IngestSettings
 
 
@@ -33,24 +33,9 @@ class _Starting:
         return {}
 
 
-def ops_blueprint(status: Status) -> Blueprint:
-    """Routes that only ask ``status`` and format its answer."""
-    bp = Blueprint("ops", __name__)
-
-    @bp.get("/healthz")
-    def healthz() -> tuple[Response, int]:
-        ok = status.healthy()
-        return jsonify(status="ok" if ok else "unhealthy"), 200 if ok else 503
-
-    @bp.get("/readyz")
-    def readyz() -> tuple[Response, int]:
-        ok, why = status.ready()
-        return jsonify(status="ready" if ok else "not ready", detail=why), 200 if ok else 503
-
-    @bp.get("/metrics")
-    def metrics() -> Response:
-        body, ctype = exposition()
-        return Response(body, content_type=ctype)
+def stats_blueprint(status: Status) -> Blueprint:
+    """``/stats``: the running service's counters as JSON."""
+    bp = Blueprint("ingest_stats", __name__)
 
     @bp.get("/stats")
     def stats() -> Response:
@@ -60,8 +45,11 @@ def ops_blueprint(status: Status) -> Blueprint:
 
 
 def create_app(settings: IngestSettings, status: Status | None = None) -> Flask:
-    """The ops app of one ingest process."""
+    """The ops app of one ingest process: the common probes plus ``/stats``."""
+    status = status or _Starting()
     app = Flask("marquee-ingest")
     app.config["INGEST_SETTINGS"] = settings
-    app.register_blueprint(ops_blueprint(status or _Starting()))
+    register_error_handlers(app, style="json")
+    app.register_blueprint(ops_blueprint(status.ready, healthy=status.healthy))
+    app.register_blueprint(stats_blueprint(status))
     return app

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from services.common.cliutil import EXIT_CODES_HELP, CliError, Parser, not_found, run_cli
 
 log = logging.getLogger("services.ingest")
 
@@ -32,43 +30,39 @@ def _store_settings(args: argparse.Namespace) -> tuple[Path, str | None]:
 
     store = args.store or os.environ.get("MARQUEE_INGEST_STORE_PATH")
     if not store:
-        raise SystemExit("ingest: --store or MARQUEE_INGEST_STORE_PATH is required")
+        raise CliError("no event store given", "pass --store DIR or set MARQUEE_INGEST_STORE_PATH")
+    if not (Path(store) / "_commits").is_dir():  # a typo must not read as an empty store
+        raise not_found(
+            f"no event store at {Path(store).resolve()}",
+            "pass the --store that `marquee ingest run` writes (MARQUEE_INGEST_STORE_PATH)",
+        )
     url = getattr(args, "enrich_url", None) or os.environ.get("MARQUEE_INGEST_ENRICH_URL")
     return Path(store), url
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the consumer and the ops HTTP port until SIGTERM/SIGINT."""
+    from services.common.runtime import GracefulStop
+
     # Handle SIGTERM before the slow imports: a stop during start-up must still exit cleanly.
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal received; flushing and stopping", extra={"signal": signum})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-
-    from werkzeug.serving import make_server
+    stop = GracefulStop()
 
     from services.common.logging import configure_logging
+    from services.common.service import BackgroundServer
     from services.ingest.app import create_app
     from services.ingest.consumer import IngestService
 
-    settings = _settings(args.store, http_port=args.port)
+    settings = _settings(args.store, http_port=args.port, http_host=args.host)
     configure_logging(settings.log_level, settings.log_json)
-    # One log line per scrape or probe drowns the service's own lines.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    service = IngestService(settings, stop=stop)
-    server = make_server(
-        settings.http_host, settings.http_port, create_app(settings, service), threaded=True
-    )
-    threading.Thread(target=server.serve_forever, name="ops-http", daemon=True).start()
-    log.info("ops port listening", extra={"port": server.server_port})
+    service = IngestService(settings, stop=stop.event)
+    server = BackgroundServer(
+        create_app(settings, service), settings.http_host, settings.http_port
+    ).start()
+    log.info("ops port listening", extra={"host": server.host, "port": server.port})
     try:
         return service.run()
     finally:
-        server.shutdown()
+        server.close()
 
 
 def _cache(store: Path) -> Any:
@@ -137,7 +131,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Print what the store holds: rows per kind, offsets, quarantine reasons."""
     import pyarrow.compute as pc
 
-    from services.ingest.store import EventStore
+    from services.ingest.store import EventStore, by_topic
 
     store_path, _ = _store_settings(args)
     store = EventStore(store_path)
@@ -150,7 +144,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "store": str(store_path),
         "commits": len(store.commits),
         "rows": store.counts(),
-        "next_offsets": {str(p): o for p, o in sorted(store.next_offsets().items())},
+        "next_offsets": by_topic(store.next_offsets()),
         "quarantine_reasons": reasons,
     }
     print(json.dumps(out, indent=2))
@@ -195,8 +189,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     try:
         store = EventStore(store_path, writer=True)
     except StoreError as exc:
-        print(f"ingest: {exc}; the running consumer compacts on its own", file=sys.stderr)
-        return 1
+        raise CliError(str(exc), "the running consumer compacts on its own", 1) from None
     replaced = store.compact(args.min_files)
     store.close()
     print(json.dumps({"files_replaced": replaced}))
@@ -205,12 +198,22 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``marquee ingest`` argument parser."""
-    ap = argparse.ArgumentParser(prog="marquee ingest", description=__doc__)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = Parser(
+        prog="marquee ingest",
+        description=__doc__,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(
+        dest="cmd", required=True, metavar="{run,snapshot,stats,derived,compact}"
+    )
 
     run = sub.add_parser("run", help="consume the stream into the store; ops HTTP port")
     run.add_argument("--store", help="event store folder (default MARQUEE_INGEST_STORE_PATH)")
     run.add_argument("--port", type=int, help="ops HTTP port (default MARQUEE_INGEST_HTTP_PORT)")
+    run.add_argument(
+        "--host", help="ops HTTP interface (default 127.0.0.1; 0.0.0.0 in a container)"
+    )
     run.set_defaults(func=cmd_run)
 
     snap = sub.add_parser("snapshot", help="write the training snapshot of events before --until")
@@ -233,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_stats)
 
     dv = sub.add_parser("derived", help="export a derived table to Parquet")
-    dv.add_argument("table", choices=DERIVED)
-    dv.add_argument("--out", required=True, type=Path)
+    dv.add_argument("table", choices=DERIVED, help="which table: " + ", ".join(DERIVED))
+    dv.add_argument("--out", required=True, type=Path, help="Parquet file to write")
     dv.add_argument("--store", help="event store folder (default MARQUEE_INGEST_STORE_PATH)")
     dv.add_argument("--since", help="inclusive start time")
     dv.add_argument("--until", help="exclusive end time")
@@ -248,14 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``marquee ingest``."""
+    """Entry point of ``marquee ingest``; exit codes as in ``services.common.cliutil``."""
+    return run_cli("marquee ingest", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd != "run":
         from services.common.logging import configure_logging
 
         configure_logging("INFO", json=False)
-    try:
-        return int(args.func(args))
-    except ValueError as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
-        return 2
+    return int(args.func(args))

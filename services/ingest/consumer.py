@@ -1,10 +1,11 @@
 """The Kafka transport: poll, hand records to the ``Ingestor``, commit what it made durable.
 
-The loop does no parsing or validation of its own.  Positions come from the store: on every
-assignment each partition is sought to the store's next offset, so a crash, a rebalance or a
-broker restart replays at most what was not durable, and the ``Ingestor`` skips any replayed
-offset it already holds.  Kafka offsets are committed after each durable flush (for lag
-monitoring and as a fallback), never before.
+The loop does no parsing or validation of its own.  One consumer subscribes to every topic of
+``settings.topics`` (the stream and the router's exposures) and feeds one store.  Positions come
+from the store: on every assignment each (topic, partition) is sought to the store's next
+offset, so a crash, a rebalance or a broker restart replays at most what was not durable, and
+the ``Ingestor`` skips any replayed offset it already holds.  Kafka offsets are committed after
+each durable flush (for lag monitoring and as a fallback), never before.
 """
 
 from __future__ import annotations
@@ -29,30 +30,47 @@ from services.ingest.core import DeadLetter, Ingestor
 from services.ingest.enrich import CACHE_FILE, Enricher, MetadataCache, MetadataClient
 from services.ingest.quality import QualityMonitor
 from services.ingest.settings import IngestSettings
-from services.ingest.store import EventStore
+from services.ingest.store import EventStore, by_topic
 
 log = logging.getLogger(__name__)
 
 
 class KafkaDeadLetters:
-    """Produces rejected lines to the dead-letter topic; raises unless every one was acked."""
+    """Produces rejected lines to the dead-letter topic; raises unless every one was acked.
+
+    At least once, not exactly once: the producer is idempotent, so its own retries never
+    duplicate, but a flush that failed is retried with the same letters, and after a crash the
+    replayed lines are rejected and sent again; letters that had landed before are then in the
+    topic twice.  Each carries its source topic, partition and offset (key
+    ``topic:partition:offset`` and headers) to deduplicate by; resends within a process are
+    counted in ``marquee_ingest_dlq_resent_total``.  The store's quarantine never holds a line
+    twice.
+    """
 
     def __init__(self, producer: KafkaProducer, topic: str, timeout_s: float = 30.0) -> None:
         self.producer = producer
         self.topic = topic
         self.timeout_s = timeout_s
+        # Sent by a failed call, so they may have landed: (topic, partition, offset).
+        self._unconfirmed: set[tuple[str, int, int]] = set()
 
     def __call__(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait for every acknowledgement."""
+        keys = {(d.topic, d.partition, d.offset) for d in letters}
+        resent = len(keys & self._unconfirmed)
+        if resent:
+            metrics.DLQ_RESENT.inc(resent)
+        self._unconfirmed |= keys
         try:
             futures = [
                 self.producer.send(
                     self.topic,
                     value=d.raw,
-                    key=f"{d.partition}:{d.offset}".encode(),
+                    key=f"{d.topic}:{d.partition}:{d.offset}".encode(),
                     headers=[
                         ("reason", d.reason.encode()),
                         ("detail", d.detail.encode("utf-8", "replace")[:1000]),
+                        ("topic", d.topic.encode()),
                         ("partition", str(d.partition).encode()),
                         ("offset", str(d.offset).encode()),
                         ("kafka_time_ms", str(d.kafka_time_ms).encode()),
@@ -66,29 +84,72 @@ class KafkaDeadLetters:
         except Exception:
             metrics.DLQ_ERRORS.inc()
             raise
+        self._unconfirmed -= keys
         metrics.DLQ_SENT.inc(len(letters))
 
 
-def ensure_topic(settings: IngestSettings, topic: str, partitions: int = 1) -> None:
-    """Create ``topic`` when missing (the broker does not auto-create); best effort."""
+def ensure_topics(settings: IngestSettings, partitions: dict[str, int]) -> None:
+    """Create each missing topic with its partitions (the broker does not auto-create).
+
+    Best effort, with one admin connection: a topic that cannot be created is logged, and the
+    consumer then reads it once it exists.
+    """
+    if not partitions:
+        return
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
             request_timeout_ms=settings.kafka_request_timeout_ms,
         )
     except KafkaError as exc:
-        log.warning("cannot reach Kafka admin to check topic %s: %s", topic, exc)
+        log.warning("cannot reach Kafka admin to check topics %s: %s", sorted(partitions), exc)
         return
     try:
-        if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, partitions, 1)])
-            log.info("created topic", extra={"topic": topic})
-    except TopicAlreadyExistsError:
-        pass
+        existing = set(admin.list_topics())
+        for topic, n in partitions.items():
+            if topic in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(topic, n, 1)])
+                log.info("created topic", extra={"topic": topic, "partitions": n})
+            except TopicAlreadyExistsError:
+                pass
     except KafkaError as exc:
-        log.warning("could not create topic %s: %s", topic, exc)
+        log.warning("could not create topics %s: %s", sorted(partitions), exc)
     finally:
         admin.close()
+
+
+def _names(tps: set[tuple[str, int]]) -> list[str]:
+    """``topic:partition`` names, sorted (status pages)."""
+    return [f"{t}:{p}" for t, p in sorted(tps)]
+
+
+def _await_topics(
+    consumer: KafkaConsumer, topics: list[str], max_age_ms: int, wait_s: float = 10.0
+) -> None:
+    """Wait (briefly) until every topic's partitions are known, so the first assignment has them.
+
+    A topic created a moment ago may have no partition leaders yet; joining the group before
+    they are known can leave it unassigned until a later rebalance.  A topic still missing is
+    no error: it is logged and consumed once it appears.
+    """
+    missing = list(topics)
+    end = time.monotonic() + wait_s
+    while missing and time.monotonic() < end:
+        try:
+            missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+        except KafkaError as exc:
+            log.warning("cannot read topic metadata: %s", exc)
+            return
+        if missing:
+            time.sleep(0.2)
+    for topic in missing:
+        log.warning(
+            "topic %s does not exist; it is consumed once it does (metadata refresh every %.0f s)",
+            topic,
+            max_age_ms / 1000,
+        )
 
 
 def _tune_gc() -> None:
@@ -121,7 +182,17 @@ class IngestService:
 
     def __init__(self, settings: IngestSettings, stop: threading.Event | None = None) -> None:
         self.settings = settings
-        self.store = EventStore(settings.store_path, writer=True)
+        self.store = EventStore(
+            settings.store_path, writer=True, primary_topic=settings.primary_topic
+        )
+        legacy = self.store.legacy_topic
+        if legacy is not None and legacy != settings.primary_topic:
+            log.warning(
+                "store offsets from before topics were recorded belong to %s (pinned), "
+                "not to the primary topic %s",
+                legacy,
+                settings.primary_topic,
+            )
         self.quality = QualityMonitor(settings.dq_window_lines, settings.dq_min_lines)
         self.cache: MetadataCache | None = None
         self.enricher: Enricher | None = None
@@ -148,10 +219,11 @@ class IngestService:
             future_tolerance_s=settings.future_tolerance_s,
             max_lateness_s=settings.max_lateness_s,
             late_window_s=settings.late_window_s,
+            quorum=settings.stream_time_quorum,
         )
         self._stop = stop or threading.Event()
         self._consumer: KafkaConsumer | None = None
-        self._assigned: set[int] = set()
+        self._assigned: set[tuple[str, int]] = set()
         self._paused = False
         self._flush_backoff_s = 0.0
         self._next_flush_try = 0.0
@@ -169,13 +241,14 @@ class IngestService:
         """Ready when the store is open and the consumer holds at least one partition."""
         if not self._assigned:
             return False, "no partitions assigned"
-        return True, f"partitions {sorted(self._assigned)}"
+        return True, f"partitions {_names(self._assigned)}"
 
     def stats(self) -> dict[str, Any]:
         """A small JSON view of progress."""
         return {
-            "assigned": sorted(self._assigned),
-            "durable_offsets": {str(p): o for p, o in self.store.next_offsets().items()},
+            "topics": list(self.settings.topics),
+            "assigned": _names(self._assigned),
+            "durable_offsets": by_topic(self.store.next_offsets()),
             "buffered_lines": self.ingestor.buffered,
             "commits": len(self.store.commits),
             "rows": self.store.counts(),
@@ -187,14 +260,14 @@ class IngestService:
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Make what we hold durable before the partitions may go to another member."""
         self._try_flush()
-        self._assigned -= {tp.partition for tp in revoked}
+        self._assigned -= {(tp.topic, tp.partition) for tp in revoked}
         metrics.ASSIGNED.set(len(self._assigned))
 
     def on_assigned(self, assigned: list[TopicPartition]) -> None:
         """Resume every partition right after what the store (or the buffer) already holds."""
         consumer = self._consumer
         for tp in assigned:
-            nxt = self.ingestor.next_offset(tp.partition)
+            nxt = self.ingestor.next_offset(tp.partition, tp.topic)
             if consumer is None:
                 continue
             if nxt is not None:
@@ -203,8 +276,11 @@ class IngestService:
                 # The store is the only truth: a partition it has never seen is read from the
                 # start, even if the group committed offsets for some earlier store.
                 consumer.seek_to_beginning(tp)
-            log.info("partition assigned", extra={"partition": tp.partition, "seek_to": nxt})
-        self._assigned |= {tp.partition for tp in assigned}
+            log.info(
+                "partition assigned",
+                extra={"topic": tp.topic, "partition": tp.partition, "seek_to": nxt},
+            )
+        self._assigned |= {(tp.topic, tp.partition) for tp in assigned}
         metrics.ASSIGNED.set(len(self._assigned))
 
     # --- loop ---------------------------------------------------------------------------
@@ -216,11 +292,14 @@ class IngestService:
     def run(self) -> int:
         """Consume until ``stop()``; return 0 after a clean final flush, 1 otherwise."""
         s = self.settings
-        topic = s.topic
+        topics = list(s.topics)
         producer: KafkaProducer | None = None
         try:
+            wanted = dict.fromkeys(topics, s.topic_partitions) if s.topic_partitions else {}
             if s.dlq_enabled:
-                ensure_topic(s, s.dlq_topic)
+                wanted[s.dlq_topic] = 1
+            ensure_topics(s, wanted)
+            if s.dlq_enabled:
                 producer = make_producer(s, linger_ms=20)
                 self.ingestor.dead_letters = KafkaDeadLetters(producer, s.dlq_topic)
             consumer = make_consumer(
@@ -234,12 +313,14 @@ class IngestService:
                 fetch_max_bytes=s.fetch_max_bytes,
                 max_partition_fetch_bytes=min(s.fetch_max_bytes, 16 * 1024 * 1024),
                 check_crcs=False,  # TCP and the broker check already; CRCs cost a third of a read
+                metadata_max_age_ms=s.metadata_max_age_ms,
             )
             self._consumer = consumer
-            consumer.subscribe([topic], listener=_Rebalance(self))
+            _await_topics(consumer, topics, s.metadata_max_age_ms)
+            consumer.subscribe(topics, listener=_Rebalance(self))
             if self.enricher is not None:
                 self.enricher.start()
-            log.info("ingest started", extra={"topic": topic, "store": str(s.store_path)})
+            log.info("ingest started", extra={"topics": topics, "store": str(s.store_path)})
             _tune_gc()
             self._loop(consumer)
             ok = self._final_flush()
@@ -273,7 +354,7 @@ class IngestService:
                 self._stop.wait(1.0)
                 continue
             for tp, records in batch.items():
-                self.ingestor.add(tp.partition, records)
+                self.ingestor.add(tp.partition, records, tp.topic)
             if self.ingestor.should_flush() and time.monotonic() >= self._next_flush_try:
                 self._try_flush()
             self._bound_memory(consumer)
@@ -331,9 +412,9 @@ class IngestService:
         if consumer is None:
             return
         offsets = {
-            TopicPartition(self.settings.topic, p): OffsetAndMetadata(nxt, "", -1)
-            for p, nxt in self.store.next_offsets().items()
-            if p in self._assigned
+            TopicPartition(*tp): OffsetAndMetadata(nxt, "", -1)
+            for tp, nxt in self.store.next_offsets().items()
+            if tp in self._assigned
         }
         if not offsets:
             return
@@ -358,9 +439,9 @@ class IngestService:
     def _update_lag(self, consumer: KafkaConsumer) -> None:
         for tp in consumer.assignment():
             hw = consumer.highwater(tp)
-            nxt = self.ingestor.next_offset(tp.partition)
+            nxt = self.ingestor.next_offset(tp.partition, tp.topic)
             if hw is not None and nxt is not None:
-                metrics.LAG.labels(str(tp.partition)).set(max(0, hw - nxt))
+                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, hw - nxt))
 
     def _hand_to_enricher(self, tables: dict[str, Any]) -> None:
         """Queue the committed batch's user and movie ids for metadata lookup."""

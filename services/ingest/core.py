@@ -1,19 +1,29 @@
 """The plain core of ingest: records in, durable commits out; no Kafka, no HTTP.
 
-``Ingestor.add(partition, records)`` parses every record with the shared parser and buffers
-valid events per type and rejected lines for the quarantine; ``flush()`` turns the buffer into
-Arrow tables, hands rejected lines to the dead-letter sink, commits everything to the store in
-one atomic step and returns the offsets that are now safe to commit to Kafka.
+``Ingestor.add(partition, records, topic)`` parses every record with the shared parser and
+buffers valid events per type and rejected lines for the quarantine; ``flush()`` turns the buffer
+into Arrow tables, hands rejected lines to the dead-letter sink, commits everything to the store
+in one atomic step and returns the offsets that are now safe to commit to Kafka.
 
-Exactly once: the store knows the next offset per partition; records below it are replays
-(after a crash, a rebalance or a broker restart) and are skipped, so every offset is stored at
-most once, and offsets are committed only after they are durable, so at least once.
+Several topics (the stream and the router's exposures) go into one store: everything below is
+kept per (topic, partition), each topic with its own offsets and its own clock.
+
+Exactly once: the store knows the next offset per (topic, partition); records below it are
+replays (after a crash, a rebalance or a broker restart) and are skipped, so every offset is
+stored at most once, and offsets are committed only after they are durable, so at least once.
+
+Stream time (services/ingest/README.md defines it): per (topic, partition), the oldest event
+time of the latest full block of ``quorum`` accepted lines, never decreasing; a new partition
+starts at the median of its first ``quorum`` lines.  Lines are bounded by their Kafka record
+time and by stream time, and only accepted lines move it, so no single line and no burst
+shorter than ``quorum`` can move it at all.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.events import (
+    ExposureEvent,
     RateEvent,
     RecommendationEvent,
     Rejected,
@@ -33,7 +44,16 @@ from services.common.events import (
 )
 from services.ingest import metrics
 from services.ingest.quality import QualityMonitor
-from services.ingest.store import KINDS, QUARANTINE, SCHEMAS, Commit, EventStore
+from services.ingest.store import (
+    DEFAULT_TOPIC,
+    KINDS,
+    QUARANTINE,
+    SCHEMAS,
+    TOPIC_TYPE,
+    Commit,
+    EventStore,
+    TopicPartition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +64,11 @@ MAX_RECO_IDS: Final = 20
 _NS: Final = 1_000_000_000
 _MS: Final = 1_000_000  # ns per ms: Kafka record timestamps are in ms
 _SHAPE_RE: Final = re.compile(r"\d+")
+_INF: Final = 1 << 62  # beyond any event time in ns (year 2116)
+# A (topic, partition)'s stream time as [head, low, high, previous high, count]: ``head`` is stream
+# time; low/high/count describe the block of accepted lines being filled, ``previous high`` is
+# the newest time of the block before.  A list, not a class: the hot loop unpacks it per call.
+_State = list[int]
 
 
 class Record(Protocol):
@@ -69,6 +94,7 @@ class DeadLetter:
     reason: str
     detail: str
     raw: bytes
+    topic: str = DEFAULT_TOPIC
 
 
 DeadLetterSink = Callable[[Sequence[DeadLetter]], None]
@@ -84,18 +110,25 @@ def request_shape(line: str) -> str:
     return _SHAPE_RE.sub("N", request)[:80]
 
 
+# Columns the hot loop fills; topic and partition are the same for a whole ``add`` call.
 _COLUMNS: Final[dict[str, tuple[str, ...]]] = {
-    kind: tuple(f.name for f in SCHEMAS[kind] if f.name != "partition") for kind in KINDS
+    kind: tuple(f.name for f in SCHEMAS[kind] if f.name not in ("topic", "partition"))
+    for kind in KINDS
 }
 
 
-def _partition_column(runs: list[tuple[int, int]]) -> pa.Array:
-    """The partition of every buffered row, from (partition, rows) runs."""
-    parts = np.repeat(
-        np.array([p for p, _ in runs], dtype=np.int32),
-        np.array([n for _, n in runs], dtype=np.int64),
-    )
-    return pa.array(parts, pa.int32())
+# The exposure schema's columns after topic, partition and offset are ExposureEvent's fields.
+_EXPOSURE_FIELDS: Final = _COLUMNS["exposure"][1:]
+
+
+def _key_columns(runs: list[tuple[str, int, int]]) -> tuple[pa.Array, pa.Array]:
+    """The topic and partition of every buffered row, from (topic, partition, rows) runs."""
+    sizes = np.array([n for _, _, n in runs], dtype=np.int64)
+    parts = np.repeat(np.array([p for _, p, _ in runs], dtype=np.int32), sizes)
+    names = sorted({t for t, _, _ in runs})
+    codes = np.repeat(np.array([names.index(t) for t, _, _ in runs], dtype=np.int32), sizes)
+    topics = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names))
+    return topics.cast(TOPIC_TYPE), pa.array(parts, pa.int32())
 
 
 def _lists_with_duplicates(lists: pa.ChunkedArray) -> int:
@@ -120,10 +153,10 @@ class _Buffer:
         self.cols: dict[str, dict[str, list[Any]]] = {
             kind: {c: [] for c in _COLUMNS[kind]} for kind in KINDS
         }
-        # (partition, rows) runs per kind: every ``add`` call is one partition.
-        self.runs: dict[str, list[tuple[int, int]]] = {kind: [] for kind in KINDS}
+        # (topic, partition, rows) runs per kind: every ``add`` call is one partition.
+        self.runs: dict[str, list[tuple[str, int, int]]] = {kind: [] for kind in KINDS}
         self.rejected: list[DeadLetter] = []
-        self.ranges: dict[int, list[int]] = {}
+        self.ranges: dict[TopicPartition, list[int]] = {}
         self.lines = 0
         self.nbytes = 0
         self.late = 0
@@ -146,6 +179,7 @@ class Ingestor:
         future_tolerance_s: float = 86_400.0,
         max_lateness_s: float = 7 * 86_400.0,
         late_window_s: float = 3_600.0,
+        quorum: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -158,53 +192,135 @@ class Ingestor:
         self._future_ns = int(future_tolerance_s * _NS)
         self._max_late_ns = int(max_lateness_s * _NS)
         self._late_ns = int(late_window_s * _NS)
+        if quorum < 1:
+            raise ValueError("quorum must be at least 1")
+        self.quorum = quorum
         self._clock = clock
-        # Next offset to accept per partition: durable position plus what is buffered.
-        self._next: dict[int, int] = store.next_offsets()
-        # Latest accepted event time per partition; recovered from the store so that the time
-        # checks give the same verdicts after a restart as without one.
-        self._heads: dict[int, int] = store.heads()
+        # ``add`` without a topic: the store's primary topic (tests, single-topic callers).
+        self.default_topic = store.primary_topic
+        # Next offset to accept per (topic, partition): durable position plus what is buffered.
+        self._next: dict[TopicPartition, int] = store.next_offsets()
+        # Stream time per (topic, partition), recovered from the store so that a restart keeps
+        # it; the block being filled starts afresh (it only ever delays a move of stream time).
+        self._time: dict[TopicPartition, _State] = {
+            tp: [h, _INF, -_INF, -_INF, 0] for tp, h in store.heads().items()
+        }
+        # A new partition's first records, held until ``quorum`` of them give its stream time,
+        # with the event times that count for it (those not ahead of their record time).
+        self._held: dict[TopicPartition, list[Record]] = {}
+        self._held_times: dict[TopicPartition, list[int]] = {}
         self._buf = _Buffer()
 
     # --- positions --------------------------------------------------------------------------
 
-    def next_offset(self, partition: int) -> int | None:
+    def next_offset(self, partition: int, topic: str | None = None) -> int | None:
         """Where consumption of ``partition`` must resume (None: nothing seen yet)."""
-        return self._next.get(partition)
+        return self._next.get((topic or self.default_topic, partition))
 
-    def durable_offsets(self) -> dict[int, int]:
-        """Per partition, the next offset after everything durable in the store."""
+    def durable_offsets(self) -> dict[TopicPartition, int]:
+        """Per (topic, partition), the next offset after everything durable in the store."""
         return self.store.next_offsets()
 
     @property
     def buffered(self) -> int:
         """Lines consumed and not yet committed."""
-        return self._buf.lines
+        return self._buf.lines + sum(map(len, self._held.values()))
+
+    def stream_time(self, partition: int, topic: str | None = None) -> int | None:
+        """The partition's stream time in ns (None until its first lines have set it)."""
+        st = self._time.get((topic or self.default_topic, partition))
+        return None if st is None else st[0]
 
     def should_flush(self) -> bool:
         """True when the buffer is full (lines or bytes) or its oldest line is too old."""
         b = self._buf
-        if not b.lines:
+        lines = self.buffered
+        if not lines:
             return False
         return (
-            b.lines >= self.flush_max_events
+            lines >= self.flush_max_events
             or b.nbytes >= self.flush_max_bytes
             or self._clock() - b.started >= self.flush_interval_s
         )
 
     # --- hot loop ---------------------------------------------------------------------------
 
-    def add(self, partition: int, records: Iterable[Record]) -> int:
-        """Parse and buffer one partition's records (in offset order); return lines accepted."""
+    def add(self, partition: int, records: Iterable[Record], topic: str | None = None) -> int:
+        """Parse and buffer one partition's records (in offset order); return lines taken.
+
+        ``topic`` defaults to the store's primary topic.
+        """
+        if not self.buffered:
+            self._buf.started = self._clock()
+        tp = (topic or self.default_topic, partition)
+        if tp not in self._time:
+            return self._hold(tp, records)
+        return self._take(tp, records)
+
+    def _hold(self, partition: TopicPartition, records: Iterable[Record]) -> int:
+        """Keep a new partition's first records until ``quorum`` of them set its stream time.
+
+        The first lines get the same care as the rest: stream time starts at the median of
+        their event times, and then each of them is judged against it like any later line.
+        """
+        held = self._held.setdefault(partition, [])
+        times = self._held_times.setdefault(partition, [])
+        before = len(held)
+        nxt = held[-1].offset + 1 if held else self._next.get(partition, -1)
+        records = list(records)
+        replayed = 0
+        for i, rec in enumerate(records):
+            if rec.offset < nxt:
+                replayed += 1
+                continue
+            nxt = rec.offset + 1
+            held.append(rec)
+            ev: Any = parse(rec.value)
+            kt = rec.timestamp * _MS if rec.timestamp > 0 else _INF
+            if type(ev) is not Rejected and ev.time_ns - kt <= self._future_ns:
+                times.append(ev.time_ns)
+            if len(times) >= self.quorum:
+                if replayed:
+                    metrics.REPLAYED.inc(replayed)
+                self._start_stream_time(partition)
+                return self._take(partition, [*self._held.pop(partition), *records[i + 1 :]]) - (
+                    before
+                )
+        if replayed:
+            metrics.REPLAYED.inc(replayed)
+        return len(held) - before
+
+    def _start_stream_time(self, partition: TopicPartition) -> None:
+        """Stream time of a new partition: the median event time of its held lines."""
+        times = self._held_times.pop(partition, [])
+        if times:
+            self._time[partition] = [statistics.median_high(times), _INF, -_INF, -_INF, 0]
+
+    def _release_held(self) -> None:
+        """Judge every held line now (a flush is due): stream time from what is there."""
+        for partition in list(self._held):
+            self._start_stream_time(partition)
+            held = self._held.pop(partition)
+            if partition in self._time:
+                self._take(partition, held)
+            else:
+                # No line with a usable time: each is rejected (by the parser or as ahead of
+                # its record time) before stream time is consulted; none may set it.
+                self._time[partition] = [_INF, _INF, -_INF, -_INF, 0]
+                self._take(partition, held)
+                del self._time[partition]
+
+    def _take(self, partition: TopicPartition, records: Iterable[Record]) -> int:
+        """Parse, judge and buffer records of a partition whose stream time is known."""
         b = self._buf
-        if not b.lines:
-            b.started = self._clock()
         nxt = self._next.get(partition, -1)
-        head = self._heads.get(partition)
+        st = self._time[partition]
+        head, low, high, prev, count = st
+        quorum = self.quorum
         future_ns, late_ns, max_late_ns = self._future_ns, self._late_ns, self._max_late_ns
         sizes = {kind: len(b.cols[kind]["offset"]) for kind in KINDS}
         # Bound appends as locals: this loop runs once per line of the stream.
-        w, r, c, x = (b.cols[k] for k in KINDS)
+        w, r, c, x, e = (b.cols[k] for k in KINDS)
         w_o, w_t, w_d, w_u = (
             w["offset"].append,
             w["time_ns"].append,
@@ -253,18 +369,36 @@ class Ingestor:
                 self._reject(partition, rec, ev.reason.value, ev.detail)
                 continue
             t = ev.time_ns
-            if head is None or t > head:
-                # Ahead of the head *and* of when the line entered Kafka: a stream that resumes
-                # after a pause jumps ahead of its old head but not of its record timestamps.
-                if head is not None and t - max(head, rec.timestamp * _MS) > future_ns:
-                    self._reject(partition, rec, TIME_IN_FUTURE, f"{(t - head) / _NS:.0f} s ahead")
-                    continue
-                head = t
-            elif head - t > late_ns:
-                if head - t > max_late_ns:
-                    self._reject(partition, rec, TOO_LATE, f"{(head - t) / _NS:.0f} s behind")
+            # A record without a time (-1, old message formats) bounds nothing, vouches nothing.
+            kt = rec.timestamp * _MS if rec.timestamp > 0 else _INF
+            if t - kt > future_ns:
+                # Stamped after it entered Kafka, by more than any clock skew we tolerate.
+                ahead = f"{(t - kt) / _NS:.0f} s ahead of its Kafka record time"
+                self._reject(partition, rec, TIME_IN_FUTURE, ahead)
+                continue
+            if t - head > future_ns and kt - t > future_ns and t - max(prev, high) > future_ns:
+                # Far ahead of stream time and of the newest accepted lines, and the record time
+                # does not vouch for it (a stream resuming after a pause is stamped near it).
+                ahead = f"{(t - head) / _NS:.0f} s ahead of stream time"
+                self._reject(partition, rec, TIME_IN_FUTURE, ahead)
+                continue
+            lag = head - t
+            if lag > late_ns:
+                if lag > max_late_ns:
+                    self._reject(partition, rec, TOO_LATE, f"{lag / _NS:.0f} s behind stream time")
                     continue
                 late += 1
+            # Accepted.  Stream time moves to the oldest line of a full block: a burst shorter
+            # than the quorum always shares its block with a normal line.
+            if t < low:
+                low = t
+            if t > high:
+                high = t
+            count += 1
+            if count == quorum:
+                if low > head:
+                    head = low
+                prev, low, high, count = high, _INF, -_INF, 0
             if cls is WatchEvent:
                 w_o(off)
                 w_t(t)
@@ -289,6 +423,11 @@ class Ingestor:
                 x_r(ev.result)
                 x_e(ev.error)
                 x_ms(ev.response_time_ms)
+            elif cls is ExposureEvent:
+                # One per served list, far rarer than watches: a plain loop is fast enough.
+                e["offset"].append(off)
+                for col in _EXPOSURE_FIELDS:
+                    e[col].append(getattr(ev, col))
             else:
                 c_o(off)
                 c_t(t)
@@ -297,7 +436,7 @@ class Ingestor:
         for kind in KINDS:
             added = len(b.cols[kind]["offset"]) - sizes[kind]
             if added:
-                b.runs[kind].append((partition, added))
+                b.runs[kind].append((*partition, added))
         if replayed:
             metrics.REPLAYED.inc(replayed)
         if first >= 0:
@@ -307,17 +446,19 @@ class Ingestor:
             else:
                 rng[1] = nxt - 1
             self._next[partition] = nxt
-        if head is not None:
-            self._heads[partition] = head
+        st[:] = head, low, high, prev, count
         b.lines += n
         b.nbytes += nbytes
         b.late += late
         metrics.BUFFERED.set(b.lines)
         return n
 
-    def _reject(self, partition: int, rec: Record, reason: str, detail: str) -> None:
+    def _reject(self, tp: TopicPartition, rec: Record, reason: str, detail: str) -> None:
+        topic, partition = tp
         self._buf.rejected.append(
-            DeadLetter(partition, rec.offset, int(rec.timestamp), reason, detail, bytes(rec.value))
+            DeadLetter(
+                partition, rec.offset, int(rec.timestamp), reason, detail, bytes(rec.value), topic
+            )
         )
 
     # --- commit -----------------------------------------------------------------------------
@@ -327,8 +468,9 @@ class Ingestor:
 
         On failure the buffer is kept intact and the exception propagates: calling again
         retries the same batch (the dead-letter topic may then see a line twice; its headers
-        carry partition and offset to deduplicate; the store never does).
+        carry topic, partition and offset to deduplicate; the store never does).
         """
+        self._release_held()
         b = self._buf
         if not b.lines:
             return None
@@ -337,7 +479,7 @@ class Ingestor:
         if b.rejected and self.dead_letters is not None:
             self.dead_letters(b.rejected)
         offsets = {p: (r[0], r[1]) for p, r in b.ranges.items()}
-        heads = {p: h for p, h in self._heads.items() if p in offsets}
+        heads = {p: st[0] for p, st in self._time.items() if p in offsets}
         commit = self.store.commit(tables, offsets, heads)
         # Durable now: drop the buffer before anything else can fail, or a retry would store
         # the same lines a second time.
@@ -348,8 +490,8 @@ class Ingestor:
             metrics.FLUSHES.inc()
             metrics.SEGMENT_BYTES.inc(sum(int(f["bytes"]) for f in commit.files))
             metrics.BUFFERED.set(0)
-            for p, nxt in self.store.next_offsets().items():
-                metrics.DURABLE_OFFSET.labels(str(p)).set(nxt)
+            for (topic, p), nxt in self.store.next_offsets().items():
+                metrics.DURABLE_OFFSET.labels(topic, str(p)).set(nxt)
             self._account(b, tables)
             if self.on_commit is not None:
                 self.on_commit(tables)
@@ -366,9 +508,10 @@ class Ingestor:
             if not cols["offset"]:
                 continue
             schema = SCHEMAS[kind]
-            arrays = {"partition": _partition_column(b.runs[kind])}
+            topics, parts = _key_columns(b.runs[kind])
+            arrays = {"topic": topics, "partition": parts}
             for f in schema:
-                if f.name != "partition":
+                if f.name not in arrays:
                     arrays[f.name] = pa.array(cols[f.name], f.type)
             out[kind] = pa.table(arrays, schema=schema)
         if b.rejected:
@@ -376,6 +519,7 @@ class Ingestor:
             schema = SCHEMAS[QUARANTINE]
             out[QUARANTINE] = pa.table(
                 {
+                    "topic": pa.array([r.topic for r in rj], pa.string()).dictionary_encode(),
                     "partition": pa.array([r.partition for r in rj], pa.int32()),
                     "offset": pa.array([r.offset for r in rj], pa.int64()),
                     "kafka_time_ms": pa.array([r.kafka_time_ms for r in rj], pa.int64()),

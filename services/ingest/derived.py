@@ -1,7 +1,9 @@
 """Derived tables computed from the committed segments with pyarrow; deterministic by sorting.
 
-- ``watch_sessions``: per (user, movie) distinct minutes watched, max minute, first/last time
-  (the snapshot's ``interactions`` table).
+- ``watch_increments``: per (user, movie, hour) the distinct minutes first streamed in that hour
+  (the snapshot's ``interactions`` table: a consumer can cut it at any whole hour and sum).
+- ``rating_events``: every rating, one per (user, movie, time) (the snapshot's ``ratings``).
+- ``watch_sessions``: per (user, movie) distinct minutes watched, max minute, first/last time.
 - ``latest_ratings``: the latest rating per (user, movie) (ties broken by Kafka position).
 - ``recommendations``: every recommendation request with status, latency and served list
   (the monitor's input), exact duplicate lines removed.
@@ -21,10 +23,74 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.snapshot import SCHEMAS as SNAPSHOT_SCHEMAS
+from services.common.store import STREAM_KINDS as KINDS  # not our exposures
 from services.ingest.enrich import MetadataCache
-from services.ingest.store import KINDS, EventStore
+from services.ingest.store import EventStore
 
 _YEAR_RE: Final = re.compile(r"\+(\d{4})$")
+WATCH_GRAIN_NS: Final = 3_600 * 1_000_000_000
+"""Snapshot watches are aggregated per hour: about one row per viewing session, not per line."""
+
+
+SESSIONS_SCHEMA: Final = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("movie_id", pa.string(), nullable=False),
+        pa.field("minutes", pa.int32(), nullable=False),  # distinct minutes streamed
+        pa.field("max_minute", pa.int32(), nullable=False),
+        pa.field("first_ns", pa.int64(), nullable=False),
+        pa.field("last_ns", pa.int64(), nullable=False),
+    ]
+)
+
+
+def watch_increments(
+    store: EventStore,
+    *,
+    until_ns: int | None = None,
+    since_ns: int | None = None,
+    grain_ns: int = WATCH_GRAIN_NS,
+) -> pa.Table:
+    """Per (user, movie, ``grain_ns`` bucket): distinct minutes first streamed in it, the largest.
+
+    Each minute counts once, at the first time it was streamed, and a row's ``time_ns`` is the
+    earliest such time in its bucket.  Buckets are aligned to the epoch, so the rows of a
+    (user, movie) before any cut-off that is a multiple of ``grain_ns`` sum to its distinct
+    minutes before that cut-off: whoever reads a snapshot can aggregate a period without seeing
+    minutes from after it (the trainer snaps its cut-offs to the grain).  Rows come in no
+    particular order (``services.common.snapshot.conform`` sorts them).
+    """
+    t = store.read(
+        "watch",
+        columns=["user_id", "movie_id", "minute", "time_ns"],
+        until_ns=until_ns,
+        since_ns=since_ns,
+    )
+    schema = SNAPSHOT_SCHEMAS["interactions"]
+    if t.num_rows == 0:
+        return schema.empty_table()
+    first = t.group_by(["user_id", "movie_id", "minute"], use_threads=False).aggregate(
+        [("time_ns", "min")]
+    )
+    bucket = first["time_ns_min"]
+    if grain_ns > 1:
+        # floor to the grain: integer division, and stream times are positive (after 1970)
+        bucket = pc.multiply(pc.divide(bucket, grain_ns), grain_ns)
+    first = first.append_column("bucket", bucket)
+    g = first.group_by(["user_id", "movie_id", "bucket"], use_threads=False).aggregate(
+        [("minute", "count"), ("minute", "max"), ("time_ns_min", "min")]
+    )
+    out = pa.table(
+        {
+            "user_id": g["user_id"],
+            "movie_id": g["movie_id"],
+            "time_ns": g["time_ns_min_min"],
+            "minutes": g["minute_count"].cast(pa.int32()),
+            "max_minute": g["minute_max"].cast(pa.int32()),
+        }
+    )
+    # unsorted: millions of rows, and write_snapshot sorts every table by its key anyway
+    return out.cast(schema)
 
 
 def watch_sessions(
@@ -38,7 +104,7 @@ def watch_sessions(
         since_ns=since_ns,
     )
     if t.num_rows == 0:
-        return SNAPSHOT_SCHEMAS["interactions"].empty_table()
+        return SESSIONS_SCHEMA.empty_table()
     # A minute streamed twice (a duplicate line or a re-watch) counts once in ``minutes``.
     g = t.group_by(["user_id", "movie_id"], use_threads=False).aggregate(
         [
@@ -58,9 +124,7 @@ def watch_sessions(
             "last_ns": g["time_ns_max"],
         }
     )
-    return out.cast(SNAPSHOT_SCHEMAS["interactions"]).sort_by(
-        [("user_id", "ascending"), ("movie_id", "ascending")]
-    )
+    return out.cast(SESSIONS_SCHEMA).sort_by([("user_id", "ascending"), ("movie_id", "ascending")])
 
 
 def _last_per_key(table: pa.Table, keys: list[str], order: list[str]) -> pa.Table:
@@ -89,6 +153,24 @@ def latest_ratings(
         since_ns=since_ns,
     )
     t = _last_per_key(t, ["user_id", "movie_id"], ["time_ns", "partition", "offset"])
+    return t.select(SNAPSHOT_SCHEMAS["ratings"].names).cast(SNAPSHOT_SCHEMAS["ratings"])
+
+
+def rating_events(
+    store: EventStore, *, until_ns: int | None = None, since_ns: int | None = None
+) -> pa.Table:
+    """Every rating, one per (user, movie, time), as the snapshot's ``ratings`` table.
+
+    A re-rating keeps the earlier rating beside it, so a period that ends before the re-rating
+    still has the value the user gave then; two ratings at the same time: the later in Kafka.
+    """
+    t = store.read(
+        "rate",
+        columns=["user_id", "movie_id", "rating", "time_ns", "partition", "offset"],
+        until_ns=until_ns,
+        since_ns=since_ns,
+    )
+    t = _last_per_key(t, ["user_id", "movie_id", "time_ns"], ["partition", "offset"])
     return t.select(SNAPSHOT_SCHEMAS["ratings"].names).cast(SNAPSHOT_SCHEMAS["ratings"])
 
 

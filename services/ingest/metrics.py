@@ -17,7 +17,7 @@ REPLAYED = Counter(
 LAG = Gauge(
     "marquee_ingest_consumer_lag",
     "Records between the consumer position and the log end",
-    ["partition"],
+    ["topic", "partition"],
 )
 ASSIGNED = Gauge(
     "marquee_ingest_assigned_partitions", "Partitions currently assigned to this consumer"
@@ -39,11 +39,15 @@ DLQ_SENT = Counter(
     "marquee_ingest_dlq_sent_total", "Rejected lines produced to the dead-letter topic"
 )
 DLQ_ERRORS = Counter("marquee_ingest_dlq_errors_total", "Dead-letter produce attempts that failed")
+DLQ_RESENT = Counter(
+    "marquee_ingest_dlq_resent_total",
+    "Rejected lines produced again after a failed attempt (may be twice in the dead-letter topic)",
+)
 BUFFERED = Gauge("marquee_ingest_buffered_lines", "Lines consumed but not yet durable")
 DURABLE_OFFSET = Gauge(
     "marquee_ingest_durable_offset",
     "Next offset to read per partition (all before are stored)",
-    ["partition"],
+    ["topic", "partition"],
 )
 DQ_VIOLATIONS = Counter(
     "marquee_ingest_dq_violations_total", "Lines or events failing a data-quality check", ["check"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from services.common.settings import KafkaSettings, service_config
 
@@ -17,8 +19,21 @@ class IngestSettings(KafkaSettings):
 
     store_path: Path
     """Root folder of the event store; required: losing track of it loses the data."""
-    topic: str = "movielog"
-    """Kafka topic carrying the stream lines."""
+    topics: Annotated[tuple[str, ...], NoDecode] = ("movielog", "exposures")
+    """Kafka topics stored into this one store, comma-separated in the environment
+    (``movielog,exposures``: the stream and the router's exposures).  The first is the store's
+    primary topic: offsets in a store written before topics were recorded are its.  A missing
+    topic is created at start (``topic_partitions``)."""
+    topic: str | None = None
+    """Deprecated alias of ``topics`` for one topic (the single-topic setting of old); setting
+    both is an error."""
+    topic_partitions: int = Field(default=3, ge=0)
+    """Partitions of a subscribed topic that is missing at start: ingest creates it, as it does
+    the dead-letter topic (the broker does not auto-create).  0: never create; a missing topic
+    is then consumed once it appears (``metadata_max_age_ms``)."""
+    metadata_max_age_ms: int = Field(default=30_000, ge=1_000)
+    """How often the consumer refreshes topic metadata: a subscribed topic created after start
+    (or a partition added) is consumed within about this long."""
     dlq_topic: str = "movielog-dlq"
     """Dead-letter topic: every rejected line is produced here with its reason in headers."""
     dlq_enabled: bool = True
@@ -45,8 +60,9 @@ class IngestSettings(KafkaSettings):
     """How often the writer merges small segment files of a (type, date) folder; 0 disables."""
     compact_min_files: int = 12
     """A (type, date) folder is compacted once it holds this many files."""
-    http_host: str = "0.0.0.0"
-    """Interface of the ops HTTP port (/healthz, /readyz, /metrics)."""
+    http_host: str = "127.0.0.1"
+    """Interface of the ops HTTP port (/healthz, /readyz, /metrics); loopback unless told
+    otherwise (a container sets ``0.0.0.0`` explicitly)."""
     http_port: int = 8090
     """Ops HTTP port; 0 picks a free one (tests)."""
     enrich_url: str | None = None
@@ -61,14 +77,51 @@ class IngestSettings(KafkaSettings):
     enrich_rate_per_s: float = 20.0
     """Upper bound on metadata API requests per second (the API is rate-limited)."""
     future_tolerance_s: float = 86_400.0
-    """Events stamped more than this ahead of the partition's stream head are quarantined
-    (``time_in_future``): a broken clock must not move the head."""
+    """Clock skew tolerated between a line's time and its Kafka record time, and how far a line
+    may run ahead of stream time (README: stream time); beyond, ``time_in_future``."""
     max_lateness_s: float = 7 * 86_400.0
-    """Events older than the head by more than this are quarantined (``too_late``)."""
+    """Events older than stream time by more than this are quarantined (``too_late``)."""
     late_window_s: float = 3_600.0
-    """Events older than the head by more than this (but within ``max_lateness_s``) are stored
-    and counted as late; a rising share raises an alert."""
+    """Events older than stream time by more than this (but within ``max_lateness_s``) are
+    stored and counted as late; a rising share raises an alert."""
+    stream_time_quorum: int = Field(default=16, ge=1)
+    """Stream time only moves to a time this many accepted lines in a row have reached, and
+    starts at the median of a partition's first this many lines: shorter bursts cannot move it."""
     dq_window_lines: int = 50_000
     """Data-quality ratios are evaluated over windows of this many lines."""
     dq_min_lines: int = 1_000
     """Fewer lines in a window than this never raise an alert (noise)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _topic_alias(cls, data: Any) -> Any:
+        """``topic`` (deprecated) means ``topics`` of that one topic."""
+        if isinstance(data, dict) and data.get("topic") is not None:
+            if data.get("topics") is not None:
+                raise ValueError("set topics or the deprecated topic, not both")
+            data = {**data, "topics": (data["topic"],)}
+        return data
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        """``movielog,exposures`` from the environment; blanks around names are dropped."""
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> IngestSettings:
+        """At least one topic, none twice, and never the dead-letter topic (it would loop)."""
+        if not self.topics:
+            raise ValueError("topics: at least one topic is required")
+        if len(set(self.topics)) != len(self.topics):
+            raise ValueError(f"topics: {','.join(self.topics)} names a topic twice")
+        if self.dlq_enabled and self.dlq_topic in self.topics:
+            raise ValueError(f"topics: {self.dlq_topic} is the dead-letter topic")
+        return self
+
+    @property
+    def primary_topic(self) -> str:
+        """The store's primary topic: the first of ``topics``."""
+        return self.topics[0]

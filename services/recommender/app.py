@@ -7,25 +7,26 @@ worker, and ``post_worker_init`` starts the model watcher in every worker.
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, g, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from services.common.artifacts import Registry
+from services.common.service import (
+    TEXT,
+    ops_blueprint,
+    parse_user_id,
+    register_error_handlers,
+    register_request_log,
+)
 from services.recommender.demographics import UserDemographics
-from services.recommender.metrics import RecommenderMetrics
+from services.recommender.metrics import NO_MODEL, RecommenderMetrics
 from services.recommender.model import ModelHolder
-from services.recommender.service import InvalidUserIdError, RecommendationService, parse_user_id
+from services.recommender.service import RecommendationService
 from services.recommender.settings import RecommenderSettings
 
 EXTENSION = "marquee_recommender"
-TEXT = "text/plain; charset=utf-8"
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 access_log = logging.getLogger("marquee.recommender.access")
 log = logging.getLogger("marquee.recommender.app")
@@ -50,6 +51,15 @@ class Runtime:
     def stop(self) -> None:
         """Stop background work."""
         self.holder.stop()
+        if self.service.demographics is not None:
+            self.service.demographics.close()
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready once a model is loaded: (ready?, which model)."""
+        model = self.holder.current
+        if model is None:
+            return False, "no model loaded yet"
+        return True, f"{model.name} {model.version}"
 
 
 def _text(body: str, status: int = 200) -> Response:
@@ -57,101 +67,29 @@ def _text(body: str, status: int = 200) -> Response:
 
 
 def recommend_blueprint(runtime: Runtime) -> Blueprint:
-    """Routes: /recommend/<user_id>, /healthz, /readyz, /metrics."""
+    """Route: /recommend/<user_id>; a bad id raises InvalidUserIdError, answered 400."""
     bp = Blueprint("recommender", __name__)
-    service, holder, metrics = runtime.service, runtime.holder, runtime.metrics
+    service, metrics = runtime.service, runtime.metrics
 
     @bp.get("/recommend/<path:raw_user_id>")
     @bp.get("/recommend/", defaults={"raw_user_id": ""})
     @bp.get("/recommend", defaults={"raw_user_id": ""})
     def recommend(raw_user_id: str) -> Response:
         started = time.perf_counter()
-        try:
-            user_id = parse_user_id(raw_user_id)
-        except InvalidUserIdError as exc:
-            metrics.requests.labels("none", "400").inc()
-            return _text(str(exc), 400)
+        user_id = parse_user_id(raw_user_id)
         rec = service.recommend(user_id)
         if rec is None:
-            metrics.requests.labels("none", "503").inc()
+            metrics.requests.labels(NO_MODEL, "503").inc()
             return _text("no model loaded yet", 503)
         resp = _text(rec.body())
         resp.headers.update(rec.model.headers)
         resp.headers["X-Recommendation-Kind"] = rec.kind
         g.log_fields = {**rec.model.log_fields, "kind": rec.kind, "n_items": len(rec.items)}
         metrics.requests.labels(rec.model.version, "200").inc()
-        metrics.latency.observe(time.perf_counter() - started)
+        metrics.latency.labels(rec.model.version).observe(time.perf_counter() - started)
         return resp
-
-    @bp.get("/healthz")
-    def healthz() -> Response:
-        return _text("ok")
-
-    @bp.get("/readyz")
-    def readyz() -> Response:
-        model = holder.current
-        if model is None:
-            return _text("no model loaded yet", 503)
-        return _text(f"ready {model.name} {model.version}")
-
-    @bp.get("/metrics")
-    def prometheus_metrics() -> Response:
-        body, content_type = metrics.render()
-        return Response(body, content_type=content_type)
 
     return bp
-
-
-def _install_hooks(app: Flask, runtime: Runtime) -> None:
-    """Request ids, the JSON access log and one-line plain-text errors for every route."""
-    log_enabled = runtime.settings.access_log
-
-    @app.before_request
-    def _begin() -> None:
-        g.started = time.perf_counter()
-        rid = request.headers.get("X-Request-Id", "")
-        g.request_id = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
-
-    @app.after_request
-    def _finish(resp: Response) -> Response:
-        rid = g.get("request_id") or uuid.uuid4().hex
-        resp.headers["X-Request-Id"] = rid
-        if log_enabled:
-            level = logging.DEBUG if request.path in _PROBES else logging.INFO
-            if access_log.isEnabledFor(level):
-                access_log.log(
-                    level,
-                    "request",
-                    extra={
-                        "request_id": rid,
-                        "method": request.method,
-                        "path": request.path,
-                        "status": resp.status_code,
-                        "duration_ms": round(
-                            (time.perf_counter() - g.get("started", 0.0)) * 1e3, 3
-                        ),
-                        "remote_addr": request.remote_addr,
-                        **g.get("log_fields", {}),
-                    },
-                )
-        return resp
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        code = exc.code or 500
-        if request.path.startswith("/recommend"):
-            runtime.metrics.requests.labels("none", str(code)).inc()
-        resp = _text(f"{code} {exc.name}".lower(), code)
-        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            resp.headers["Allow"] = ", ".join(exc.valid_methods)
-        return resp
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"path": request.path})
-        if request.path.startswith("/recommend"):
-            runtime.metrics.requests.labels("none", "500").inc()
-        return _text("internal error", 500)
 
 
 def create_app(settings: RecommenderSettings | None = None) -> Flask:
@@ -159,7 +97,7 @@ def create_app(settings: RecommenderSettings | None = None) -> Flask:
     settings = settings or RecommenderSettings()  # required fields come from env
     metrics = RecommenderMetrics()
     holder = ModelHolder(
-        Registry(settings.registry_root),
+        Registry(settings.registry_root, signing_key=settings.signing.key()),
         settings.model_name,
         settings.model_ref,
         metrics,
@@ -172,6 +110,7 @@ def create_app(settings: RecommenderSettings | None = None) -> Flask:
             settings.users_api_url,
             metrics,
             timeout_s=settings.users_api_timeout_s,
+            max_in_flight=settings.users_api_concurrency,
             cache_size=settings.users_cache_size,
             ttl_s=settings.users_cache_ttl_s,
             cooldown_s=settings.users_api_cooldown_s,
@@ -185,7 +124,16 @@ def create_app(settings: RecommenderSettings | None = None) -> Flask:
     # No redirects between /recommend and /recommend/: a client of this API wants a 400, not a 308.
     app.url_map.redirect_defaults = False
     app.extensions[EXTENSION] = runtime
-    _install_hooks(app, runtime)
+
+    def count_error(status: int) -> None:
+        if request.path.startswith("/recommend"):
+            # No model answered a bad request: labelling it with a version would blame one.
+            metrics.requests.labels(NO_MODEL, str(status)).inc()
+
+    # The contract's answers are one line of text, and so are its errors.
+    register_error_handlers(app, style="text", on_error=count_error)
+    register_request_log(app, access_log, enabled=settings.access_log)
+    app.register_blueprint(ops_blueprint(runtime.ready, metrics=metrics.render))
     app.register_blueprint(recommend_blueprint(runtime))
     return app
 

@@ -11,12 +11,14 @@ threads do not survive fork, so each worker starts its own model watcher in post
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
+
+from services.common.runtime import pin_blas_threads
 
 # BLAS threads would fight the workers for the same cores; one matrix-vector product per
 # request is fastest single-threaded.  Must be set before numpy is imported.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+pin_blas_threads()
 
 from services.recommender.settings import RecommenderSettings  # noqa: E402
 
@@ -26,10 +28,21 @@ _metrics_dir = _settings.metrics_dir.resolve()
 # must exist before the app is imported.  A HUP reload re-reads this file in the same master:
 # the marker keeps it from wiping the live workers' files.
 if os.environ.get("MARQUEE_RECOMMENDER_METRICS_PREPARED") != str(os.getpid()):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
-    from services.common.metrics import prepare_multiproc_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)  # before prometheus_client loads
+    from services.common.metrics import MetricsDirInUseError, prepare_multiproc_dir
+    from services.common.runtime import bind_problem
 
-    prepare_multiproc_dir(_metrics_dir)
+    # A server that cannot serve must leave shared state alone: the port is checked first,
+    # and the metrics folder is locked, never emptied under a live server.
+    _problem = bind_problem(_settings.bind)
+    if _problem is not None:
+        sys.stderr.write(f"marquee serve: {_problem}\n")
+        sys.exit(1)
+    try:
+        prepare_multiproc_dir(_metrics_dir)
+    except MetricsDirInUseError as exc:
+        sys.stderr.write(f"marquee serve: {exc} (--metrics-dir)\n")
+        sys.exit(1)
     os.environ["MARQUEE_RECOMMENDER_METRICS_PREPARED"] = str(os.getpid())
 
 from services.common.logging import configure_logging  # noqa: E402

@@ -1,6 +1,13 @@
-"""Prometheus metrics of the recommender: one object per app, aggregated across gunicorn workers."""
+"""Prometheus metrics of the recommender: one object per app, aggregated across gunicorn workers.
+
+A canary is judged by comparing arms, so every request-level series carries ``model_version``
+(empty when no model answered: a bad request, an unknown path, no model loaded yet), and the
+counters a dashboard divides by exist at zero from the start instead of appearing on first use.
+"""
 
 from __future__ import annotations
+
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -8,6 +15,19 @@ from services.common.metrics import exposition, multiprocess_enabled
 
 # Fine buckets at the low end: compute is sub-millisecond, the deadline is 600 ms.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.6, 1.0, 2.5)
+NO_MODEL: Final = ""
+"""``model_version`` of answers no model made (Prometheus reads an empty label as absent)."""
+FALLBACK_REASONS: Final = ("scoring_error", "no_segment")
+LOAD_FAILURE_REASONS: Final = ("pointer", "signature", "verification", "error")
+LOOKUP_RESULTS: Final = (
+    "cache_hit",
+    "fetched",
+    "not_found",
+    "skipped",
+    "saturated",
+    "timeout",
+    "error",
+)
 
 
 class RecommenderMetrics:
@@ -18,13 +38,15 @@ class RecommenderMetrics:
         r = self.registry
         self.requests = Counter(
             "marquee_recommender_requests",
-            "Recommendation requests answered, by model version and HTTP status.",
+            "Recommendation requests answered, by model version (empty: no model) and status.",
             ["model_version", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "marquee_recommender_request_duration_seconds",
-            "Time to answer GET /recommend, in the app (excludes gunicorn queueing).",
+            "Time to answer GET /recommend with a list, by model version (excludes gunicorn "
+            "queueing).",
+            ["model_version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -58,11 +80,21 @@ class RecommenderMetrics:
             ["reason"],
             registry=r,
         )
+        # livemax, not liveall: one series per version however often workers restart (liveall
+        # adds a pid label, so every restart would mint new series).  Workers per version are
+        # counted by model_workers below.
         self.model_info = Gauge(
             "marquee_recommender_model_info",
-            "1 for the model version a worker serves (0 for versions it served before).",
+            "1 while some live worker serves this model version (0 once none does).",
             ["model_name", "model_version", "family", "snapshot_hash", "git_sha"],
-            multiprocess_mode="liveall",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.model_workers = Gauge(
+            "marquee_recommender_model_workers",
+            "Live worker processes serving each model version.",
+            ["model_version"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.model_loaded_timestamp = Gauge(
@@ -71,6 +103,14 @@ class RecommenderMetrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        # Zero from the start: a rate() over a series that appears on the first failure
+        # misses that failure, and an alert on it cannot tell "none" from "not scraped".
+        for reason in FALLBACK_REASONS:
+            self.fallbacks.labels(reason)
+        for reason in LOAD_FAILURE_REASONS:
+            self.model_load_failures.labels(reason)
+        for result in LOOKUP_RESULTS:
+            self.user_lookups.labels(result)
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``/metrics``, summed over live workers when multiprocess."""

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from services.common.artifacts import CHANNELS, ArtifactError, Registry
-from services.common.scoring import Scorer
+from services.common.artifacts import CHANNELS, ArtifactError, Registry, SignatureError
+from services.common.scoring import FACTOR_FAMILIES, GRAPH_FAMILIES, Scorer
 from services.recommender.metrics import RecommenderMetrics
 
 log = logging.getLogger("marquee.recommender.model")
@@ -81,7 +81,7 @@ def check_scorer(s: Scorer) -> None:
     _in_range(s.popular, n_items, "popular")
     for key, lst in s.segments.items():
         _in_range(lst, n_items, f"segment {key!r}")
-    if s.family in ("svd", "als"):
+    if s.family in FACTOR_FAMILIES:
         u, i = s.user_factors.shape, s.item_factors.shape
         if u[0] != n_users or i[0] != n_items or u[1] != i[1]:
             raise ArtifactError(
@@ -89,7 +89,7 @@ def check_scorer(s: Scorer) -> None:
             )
         if len(s.user_bias) != n_users or len(s.item_bias) != n_items:
             raise ArtifactError("bias lengths do not match users / items")
-    elif s.family == "knn":
+    elif s.family in GRAPH_FAMILIES:
         if len(s.knn_indptr) != n_items + 1 or int(s.knn_indptr[-1]) != len(s.knn_indices):
             raise ArtifactError("knn_indptr does not match item_ids / knn_indices")
         if len(s.knn_sims) != len(s.knn_indices) or len(s.seen_weights) != len(s.seen_indices):
@@ -97,6 +97,8 @@ def check_scorer(s: Scorer) -> None:
         if len(s.item_bias) != n_items:
             raise ArtifactError("item_bias length does not match items")
         _in_range(s.knn_indices, n_items, "knn_indices")
+    elif s.family == "segment":
+        pass  # Scorer checks the segment arrays' shapes against items, users and segment keys
     elif len(s.item_scores) != n_items:
         raise ArtifactError("item_scores length does not match items")
     ids = s.item_ids.astype(str)
@@ -127,6 +129,30 @@ def load_model(registry: Registry, name: str, ref: str) -> LoadedModel:
         snapshot_hash=str(snapshot or "unknown"),
         git_sha=str(m.git_sha or "unknown"),
     )
+
+
+def missing_model(registry: Registry, name: str, ref: str) -> str | None:
+    """Why ``name``/``ref`` cannot be served from ``registry`` now (one line), or None.
+
+    Names the path and the model it looked for, so a typo is not mistaken for a model that is
+    still being trained.
+    """
+    root = registry.root.resolve()
+    if not root.is_dir():
+        return f"model registry {root} does not exist (--registry)"
+    names = registry.names()
+    if name not in names:
+        has = ", ".join(names) if names else "no models"
+        return f"no model named {name!r} in registry {root} (it has {has}; --model)"
+    try:
+        version = registry.channel(name, ref) if ref in CHANNELS else ref
+    except (OSError, ValueError, ArtifactError) as exc:
+        return f"cannot read the {ref!r} pointer of {name!r} in {root}: {exc}"
+    if version is None:
+        return f"model {name!r} in {root} has no {ref!r} version yet (--ref)"
+    if not (root / name / version).is_dir():
+        return f"model {name!r} in {root} has no version {version!r} (--ref)"
+    return None
 
 
 class ModelHolder:
@@ -194,6 +220,9 @@ class ModelHolder:
             started = time.perf_counter()
             try:
                 model = load_model(self.registry, self.name, target)
+            except SignatureError as exc:  # unsigned or mis-signed: not ours, never served
+                self._failure("signature", target, exc)
+                return False
             except ArtifactError as exc:
                 self._failure("verification", target, exc)
                 return False
@@ -238,9 +267,11 @@ class ModelHolder:
         m = self.metrics
         if previous is not None:
             m.model_info.labels(*self._info_labels(previous)).set(0)
+            m.model_workers.labels(previous.version).set(0)
         current = self._current
         if current is not None:
             m.model_info.labels(*self._info_labels(current)).set(1)
+            m.model_workers.labels(current.version).set(1)
             m.model_loaded_timestamp.set(current.loaded_at)
 
     @staticmethod

@@ -1,11 +1,13 @@
-"""The recommendation core: validate a user id, pick the list, never answer empty. No HTTP here."""
+"""The recommendation core: pick the list, never answer empty. No HTTP here.
+
+User ids are parsed once for every service by ``services.common.service.parse_user_id``.
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 from services.recommender.demographics import UserDemographics
 from services.recommender.metrics import RecommenderMetrics
@@ -13,32 +15,7 @@ from services.recommender.model import LoadedModel, ModelHolder
 
 log = logging.getLogger("marquee.recommender.service")
 
-MAX_USER_ID: Final = 2**63 - 1  # user ids are int64 in every artifact
-_DIGITS: Final = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts '²' or '٣'
-_MAX_LEN: Final = 64  # leading zeros are tolerated, megabytes of them are not
-
 Kind = Literal["personalized", "popularity", "cold_start", "fallback"]
-
-
-class InvalidUserIdError(ValueError):
-    """A user id that is not a non-negative 64-bit decimal integer; the message says why."""
-
-
-def parse_user_id(raw: str) -> int:
-    """The user id in ``raw``, or InvalidUserIdError with a one-line reason."""
-    if not raw:
-        raise InvalidUserIdError("missing user id")
-    if raw.startswith("-") and _DIGITS.fullmatch(raw[1:65]):
-        raise InvalidUserIdError("user id must not be negative")
-    if not _DIGITS.fullmatch(raw):
-        shown = raw if len(raw) <= 40 and raw.isprintable() else "(not shown)"
-        raise InvalidUserIdError(f"user id must be a decimal integer, got {shown!r}")
-    if len(raw) > _MAX_LEN:
-        raise InvalidUserIdError("user id is too long")
-    value = int(raw)
-    if value > MAX_USER_ID:
-        raise InvalidUserIdError("user id is out of range")
-    return value
 
 
 @dataclass(frozen=True)

@@ -97,10 +97,12 @@ def write_synthetic_model(
     *,
     channel: str | None = "stable",
     seed: int = 0,
+    signing_key: bytes | None = None,
     **sizes: int,
 ) -> Manifest:
-    """Write a synthetic artifact, register it and (optionally) point ``channel`` at it."""
-    registry = Registry(registry_root)
+    """Write a synthetic artifact, register it (signed when given a key) and (optionally) point
+    ``channel`` at it."""
+    registry = Registry(registry_root, signing_key=signing_key)
     registry.root.mkdir(parents=True, exist_ok=True)
     staging = registry.root / f".staging-{name}-{family}-{seed}"
     manifest = write_artifact(

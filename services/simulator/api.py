@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from services.common.service import InvalidUserIdError, parse_user_id
 from services.simulator.world import World
 
 MAX_BULK: Final = 200
@@ -24,10 +25,11 @@ class Directory:
         return code, {"error": reason}
 
     def user(self, text: str) -> tuple[int, dict[str, Any]]:
-        """``/user/<id>``: 400 for a non-numeric id, 404 for an unknown one."""
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            return self._error(400, f"user id must be a positive integer, got {text[:40]!r}")
-        uid = int(text)
+        """``/user/<id>``: 400 for an id that is not a positive integer, 404 for an unknown one."""
+        try:
+            uid = parse_user_id(text)
+        except InvalidUserIdError as exc:
+            return self._error(400, str(exc))
         if not self.world.has_user(uid):
             return self._error(404, f"no user {uid}")
         return 200, self.world.user_json(uid)

@@ -6,9 +6,8 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
 
-from services.common.metrics import exposition
+from services.common.service import always_ready, ops_blueprint, register_error_handlers
 from services.simulator import metrics
 from services.simulator.api import Directory, Faults, RateLimiter
 from services.simulator.scenarios import Scenario
@@ -70,26 +69,6 @@ def api_blueprint(directory: Directory, limiter: RateLimiter, faults: Faults) ->
     return bp
 
 
-def ops_blueprint() -> Blueprint:
-    """Health, readiness and metrics."""
-    bp = Blueprint("ops", __name__)
-
-    @bp.get("/healthz")
-    def healthz() -> Response:
-        return jsonify(status="ok")
-
-    @bp.get("/readyz")
-    def readyz() -> Response:
-        return jsonify(status="ready")  # the world is built before the app exists
-
-    @bp.get("/metrics")
-    def prom() -> Response:
-        body, ctype = exposition()
-        return Response(body, content_type=ctype)
-
-    return bp
-
-
 def create_app(settings: SimulatorSettings, world: World | None = None) -> Flask:
     """The user/movie API app; builds the world from ``settings`` unless one is given."""
     world = world or World.build(world_config(settings))
@@ -100,17 +79,8 @@ def create_app(settings: SimulatorSettings, world: World | None = None) -> Flask
     app.json.sort_keys = False  # type: ignore[attr-defined]  # documents read as in the contract
     limiter = RateLimiter(settings.api_rate_limit, settings.api_burst)
     faults = Faults(sc.api_error_rate, sc.api_slow_rate, sc.api_slow_ms, settings.seed + 17)
+    register_error_handlers(app, style="json")
     app.register_blueprint(api_blueprint(Directory(world), limiter, faults))
-    app.register_blueprint(ops_blueprint())
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> tuple[Response, int]:
-        code = exc.code or 500
-        return jsonify(error=(exc.description or exc.name).split("\n")[0]), code
-
-    @app.errorhandler(Exception)
-    def crash(exc: Exception) -> tuple[Response, int]:  # pragma: no cover - a bug, but JSON
-        app.logger.exception("unhandled error")
-        return jsonify(error=f"internal error: {type(exc).__name__}"), 500
-
+    # The world is built before the app exists: serving at all means ready.
+    app.register_blueprint(ops_blueprint(always_ready))
     return app

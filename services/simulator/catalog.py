@@ -8,7 +8,6 @@ MovieLens 100K ``u.item`` file and fills the rest of the catalog synthetically.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -16,7 +15,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from services.common.events import is_movie_id
+from services.common.movies import movie_slug, read_movielens_items
 
 GENRES: Final[tuple[tuple[int, str], ...]] = (
     (28, "Action"),
@@ -165,20 +164,8 @@ _NAMES: Final = [
 ]
 _ACCENTED: Final = ("amélie", "café", "señor", "über", "déjà", "naïve", "mañana", "noël")
 
-# Characters a slug keeps: lower-case letters (accented Latin too), digits, ' . - and the
-# ``_`` that commas become; everything else is dropped.
-_DROP_RE: Final = re.compile(r"[^a-z0-9\u00df-\u00f6\u00f8-\u00ff'.\-_ ]")
-_ARTICLE_RE: Final = re.compile(r"^(.*), (The|A|An|Les|La|Le|Il|Das|Der|Die|El|L')$")
-_ML_TITLE_RE: Final = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
-
-
-def slugify(title: str, year: int | None) -> str:
-    """The stream's movie id: lower-cased words joined by '+', then '+<year>' (or '+')."""
-    text = title.lower().replace(",", "_").replace("&", "")
-    text = _DROP_RE.sub("", text)
-    body = "+".join(text.split(" "))
-    body = body.strip("+")[:240]
-    return f"{body}+{year}" if year else f"{body}+"
+DEFAULT_MOVIES: Final = 27_000
+"""Size of a synthetic catalog when none is asked for."""
 
 
 @dataclass
@@ -280,49 +267,30 @@ def _synthetic_title(rng: np.random.Generator) -> str:
     return " ".join(w[:1].upper() + w[1:] for w in t.split(" "))
 
 
-def _ml_items(folder: Path) -> list[tuple[str, int | None, list[int], int]]:
-    """(title, year, genre columns, release day ordinal or -1) from MovieLens ``u.item``."""
-    names = [
-        line.split("|")[0]
-        for line in (folder / "u.genre").read_text(encoding="latin-1").splitlines()
-        if line.strip()
-    ]
-    out: list[tuple[str, int | None, list[int], int]] = []
-    for line in (folder / "u.item").read_text(encoding="latin-1").splitlines():
-        f = line.split("|")
-        if len(f) < 5 + len(names) or f[1] in ("", "unknown"):
-            continue
-        title, year = f[1].strip(), None
-        m = _ML_TITLE_RE.match(title)
-        if m:
-            title, year = m.group(1), int(m.group(2))
-        am = _ARTICLE_RE.match(title)  # "Usual Suspects, The" -> "The Usual Suspects"
-        if am:
-            title = f"{am.group(2)} {am.group(1)}"
-        flags = f[5 : 5 + len(names)]
-        cols = sorted(
-            {
-                _GENRE_INDEX[_ML_GENRES[n]]
-                for n, flag in zip(names, flags, strict=True)
-                if flag == "1" and n in _ML_GENRES
-            }
-        )
-        try:
-            day = dt.datetime.strptime(f[2], "%d-%b-%Y").date().toordinal()
-        except ValueError:
-            day = -1
-        out.append((title, year, cols, day))
+def _ml_items(folder: Path) -> list[tuple[str, str, int | None, list[int], int]]:
+    """(id, title, year, genre columns, release day) of every ML-100K movie, as the trainer has
+    them: the ids come from the one MovieLens reader in ``services.common.movies``."""
+    out: list[tuple[str, str, int | None, list[int], int]] = []
+    for it in read_movielens_items(folder):
+        cols = sorted({_GENRE_INDEX[_ML_GENRES[g]] for g in it.genres if g in _ML_GENRES})
+        out.append((it.movie_id, it.title, it.year, cols, it.release_day))
     return out
 
 
-def build_catalog(n_movies: int, rng: np.random.Generator, source: str = "synthetic") -> Catalog:
-    """Build ``n_movies`` movies deterministically from ``rng`` (and MovieLens when asked)."""
-    seeded: list[tuple[str, int | None, list[int], int]] = []
+def build_catalog(
+    n_movies: int | None, rng: np.random.Generator, source: str = "synthetic"
+) -> Catalog:
+    """Build ``n_movies`` movies deterministically from ``rng`` (and MovieLens when asked).
+
+    ``movielens:<dir>`` puts ML-100K's movies first, with the ids the trainer gives them;
+    ``n_movies`` None means exactly those (1,682), or 27,000 synthetic ones.
+    """
+    seeded: list[tuple[str, str, int | None, list[int], int]] = []
     if source.startswith("movielens:"):
         seeded = _ml_items(Path(source.split(":", 1)[1]))[:n_movies]
     elif source != "synthetic":
         raise ValueError(f"unknown catalog source {source!r}: use synthetic or movielens:<dir>")
-    n = n_movies
+    n = n_movies if n_movies is not None else (len(seeded) or DEFAULT_MOVIES)
     titles: list[str] = []
     years = np.zeros(n, np.int16)
     genres = np.zeros((n, N_GENRES), np.bool_)
@@ -334,7 +302,7 @@ def build_catalog(n_movies: int, rng: np.random.Generator, source: str = "synthe
     n_genres = rng.choice([1, 2, 3, 4], size=n, p=[0.35, 0.4, 0.2, 0.05])
     for i in range(n):
         if i < len(seeded):
-            t, y, cols, day = seeded[i]
+            _, t, y, cols, day = seeded[i]
             titles.append(t)
             years[i] = y or 0
             genres[i, cols] = True
@@ -345,18 +313,17 @@ def build_catalog(n_movies: int, rng: np.random.Generator, source: str = "synthe
             genres[i, rng.choice(N_GENRES, size=n_genres[i], replace=False, p=gp)] = True
             if years[i]:
                 release[i] = dt.date(int(years[i]), 1, 1).toordinal() + int(rng.integers(365))
-    ids: list[str] = []
-    seen: set[str] = set()
-    for i, t in enumerate(titles):
+    ids = [m for m, *_ in seeded]
+    seen: set[str] = set(ids)
+    for i in range(len(seeded), n):
+        t = titles[i]
         y = int(years[i]) or None
-        slug = slugify(t, y)
-        if not is_movie_id(slug):
-            slug = slugify(f"untitled {i}", y)
+        slug = movie_slug(t, y)
         k = 2
         base = t
         while slug in seen:  # remakes and repeats: number them so every id stays unique
             t = f"{base} {k}"
-            slug = slugify(t, y)
+            slug = movie_slug(t, y)
             k += 1
         titles[i] = t
         seen.add(slug)

@@ -469,8 +469,10 @@ class Engine:
         logits = np.where(valid, logits, -np.inf)
         has = valid.any(axis=1)
         mx = np.where(has, logits.max(axis=1), 0.0)
-        with np.errstate(invalid="ignore"):
-            lse = mx + np.log(np.where(valid, np.exp(logits - mx[:, None]), 0.0).sum(axis=1))
+        with np.errstate(invalid="ignore"):  # inf - inf in rows without a list; masked below
+            total = np.where(valid, np.exp(logits - mx[:, None]), 0.0).sum(axis=1)
+        # A row without a usable list sums to 0; log(1) keeps it finite, ``has`` zeroes it.
+        lse = mx + np.log(np.where(has, total, 1.0))
         attract = LIST_TEMPERATURE * lse
         p = np.where(has, _sigmoid(ACCEPT_BIAS + ACCEPT_SLOPE * attract), 0.0)
         accepted = rc.random(n) < p

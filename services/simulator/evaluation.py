@@ -1,58 +1,56 @@
-"""Online success as the course measured it, computed from stream lines (no HTTP, no Kafka).
+"""Online success of simulated recommenders, computed from stream lines (no HTTP, no Kafka).
 
-A recommendation succeeds when the same user starts watching any recommended movie within
-15 minutes after receiving it.  ``compare`` runs the same seeded world once per recommender
-so list quality is the only difference between the arms.
+The definition lives once in ``services.common.online`` (a served list succeeds when its user
+starts watching a listed movie within 15 minutes after it); this module turns stream lines into
+its Arrow inputs.  ``compare`` runs the same seeded world once per recommender so list quality
+is the only difference between the arms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 
+import pyarrow as pa
+
+from services.common import online
 from services.common.events import RecommendationEvent, WatchEvent, parse
+from services.common.online import WatchRate
 from services.simulator.engine import NS, Engine, EngineConfig
 from services.simulator.recommenders import make_recommender
 from services.simulator.world import World, WorldConfig
 
-WINDOW_S: Final = 15 * 60
+__all__ = ["WINDOW_S", "WatchRate", "compare", "simulate_lines", "watch_rate"]
 
-
-@dataclass(frozen=True)
-class WatchRate:
-    """Successes out of successful (status 200, non-empty) recommendations."""
-
-    successes: int
-    trials: int
-
-    @property
-    def rate(self) -> float:
-        """Share of recommendations followed by a watch of a listed movie in the window."""
-        return self.successes / self.trials if self.trials else 0.0
+WINDOW_S: Final = online.WINDOW_NS // NS
 
 
 def watch_rate(lines: Iterable[str], window_s: int = WINDOW_S) -> WatchRate:
-    """Score recommendation lines by the watches that follow them (lines in stream order)."""
-    pending: dict[int, tuple[int, frozenset[str]]] = {}
-    successes = trials = 0
-    window = window_s * NS
+    """The watch rate of the recommendation lines among ``lines``, judged by their watches."""
+    recos: list[RecommendationEvent] = []
+    watches: list[WatchEvent] = []
     for line in lines:
         ev = parse(line)
         if isinstance(ev, RecommendationEvent):
-            if ev.status == 200 and ev.result:
-                trials += 1
-                pending[ev.user_id] = (ev.time_ns, frozenset(ev.result))
+            recos.append(ev)
         elif isinstance(ev, WatchEvent):
-            p = pending.get(ev.user_id)
-            if p is None:
-                continue
-            if ev.time_ns - p[0] > window:
-                del pending[ev.user_id]
-            elif ev.movie_id in p[1]:
-                successes += 1
-                del pending[ev.user_id]
-    return WatchRate(successes, trials)
+            watches.append(ev)
+    lists = pa.table(
+        {
+            "time_ns": pa.array([e.time_ns for e in recos], pa.int64()),
+            "user_id": pa.array([e.user_id for e in recos], pa.int64()),
+            "status": pa.array([e.status for e in recos], pa.int16()),
+            "result": pa.array([e.result for e in recos], pa.list_(pa.string())),
+        }
+    )
+    seen = pa.table(
+        {
+            "time_ns": pa.array([e.time_ns for e in watches], pa.int64()),
+            "user_id": pa.array([e.user_id for e in watches], pa.int64()),
+            "movie_id": pa.array([e.movie_id for e in watches], pa.string()),
+        }
+    )
+    return online.watch_rate(lists, seen, window_ns=window_s * NS)
 
 
 def simulate_lines(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Final, Protocol
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ import numpy.typing as npt
 import requests
 
 from services.common.events import is_movie_id
+from services.common.service import CLIENT_TIME_HEADER
 from services.simulator.world import World
 
 MAX_LIST: Final = 20
@@ -96,11 +97,16 @@ class HttpRecommender:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
-    def _one(self, user_id: int) -> RecoAnswer:
+    def _one(self, user_id: int, t_ns: int = 0) -> RecoAnswer:
         t0 = time.perf_counter()
+        # The world's clock at the call: a router told to trust it stamps its exposure with it,
+        # so a world running faster than the wall clock keeps exposures and watches on one clock.
+        headers = {CLIENT_TIME_HEADER: str(t_ns)} if t_ns > 0 else None
         try:
             r = self._session.get(
-                f"{self.target}/recommend/{user_id}", timeout=self.timeout_ms / 1000
+                f"{self.target}/recommend/{user_id}",
+                timeout=self.timeout_ms / 1000,
+                headers=headers,
             )
             ms = int((time.perf_counter() - t0) * 1000)
         except requests.Timeout:
@@ -127,7 +133,7 @@ class HttpRecommender:
 
     def recommend(self, user_ids: npt.NDArray[np.int64], t_ns: int) -> list[RecoAnswer]:
         """Call the target for every user concurrently; answers come back in order."""
-        return list(self._pool.map(self._one, (int(u) for u in user_ids)))
+        return list(self._pool.map(self._one, (int(u) for u in user_ids), repeat(t_ns)))
 
     def close(self) -> None:
         """Stop the worker threads."""
@@ -213,11 +219,3 @@ def make_recommender(
     if target.startswith(("http://", "https://")):
         return HttpRecommender(target, world, timeout_ms, host)
     raise ValueError(f"target must be http(s)://host:port or builtin:<name>, got {target!r}")
-
-
-def answers_summary(answers: Sequence[RecoAnswer]) -> dict[str, int]:
-    """Count answers by status (for logs)."""
-    out: dict[str, int] = {}
-    for a in answers:
-        out[str(a.status)] = out.get(str(a.status), 0) + 1
-    return out

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from tqdm import tqdm
 
+from services.common.runtime import GracefulStop
 from services.common.settings import KafkaSettings
 from services.simulator import metrics
 from services.simulator.app import world_config
 from services.simulator.engine import NS, Batch, Engine, EngineConfig, TruthWriter, parse_start
 from services.simulator.recommenders import HttpRecommender, Recommender, make_recommender
+from services.simulator.report import OnlineTally
 from services.simulator.scenarios import Scenario
 from services.simulator.settings import SimulatorSettings
 from services.simulator.sinks import FileSink, KafkaSink, Sink
@@ -115,20 +116,6 @@ class _Meter:
         metrics.SIM_TIME.set(batch.end_ns / NS)
 
 
-class _Stop:
-    """SIGTERM/SIGINT ask the loop to finish cleanly (flush, write the truth)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
 def backfill(
     sim: Simulation,
     sink: Sink,
@@ -146,9 +133,8 @@ def backfill(
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=n_ticks, unit="tick", disable=not show, file=sys.stderr)
     meter = _Meter(e)
-    stop = _Stop()
-    if show:
-        stop.install()
+    # SIGTERM/SIGINT ask the loop to finish cleanly (flush, write the truth).
+    stop = GracefulStop() if show else GracefulStop(signals=())
     t0 = time.perf_counter()
     lines = 0
     try:
@@ -160,7 +146,7 @@ def backfill(
             lines += len(batch.lines)
             bar.update(1)
             bar.set_postfix(lines=lines, refresh=False)
-            if stop.requested:
+            if stop.is_set():
                 break
     finally:
         sink.close()
@@ -176,6 +162,22 @@ def backfill(
 
 
 DAY_S = 86_400
+
+
+LIVE_SESSIONS_PER_S: Final = 5.0
+"""Sessions per wall second a live run aims for when no speed is given."""
+MAX_AUTO_SPEED: Final = 3_600.0
+
+
+def auto_speed(n_users: int, sessions_per_user_day: float) -> float:
+    """Real time for a big world; faster for a small one, so a short run still has traffic.
+
+    A full world (1M users) starts ~14 sessions a second at real time; 1,000 users start one a
+    minute, and a 30-second run would ask for no recommendation at all.  The speed is raised
+    until the world starts ``LIVE_SESSIONS_PER_S`` sessions per wall second (at most 3600x).
+    """
+    per_s = max(n_users, 1) * sessions_per_user_day / DAY_S
+    return float(min(MAX_AUTO_SPEED, max(1.0, round(LIVE_SESSIONS_PER_S / per_s))))
 
 
 def now_start_ns() -> int:
@@ -195,12 +197,14 @@ def live(
     clock: Any = time.monotonic,
     sleep: Any = time.sleep,
     warmup_s: float = 0.0,
+    tally: OnlineTally | None = None,
 ) -> dict[str, Any]:
     """Emit events as simulated time passes ``speed`` times faster than the wall clock.
 
     The engine should start ``warmup_s`` before now: that stretch is simulated silently so
     the stream opens with sessions in progress.  A bucket is written once its end time has
     passed (at ``speed`` 1 no line is stamped in the future); ``rate`` caps lines per second.
+    Every line written also goes to ``tally``, to judge the recommender at the end.
     """
     e = sim.engine
     if warmup_s > 0:
@@ -208,20 +212,18 @@ def live(
     sim0 = e.now_ns
     truth = TruthWriter(run_dir, sim.world) if run_dir else None
     meter = _Meter(e)
-    stop = _Stop()
-    if sys.stderr.isatty() or duration_s is None:
-        stop.install()
+    stop = GracefulStop() if sys.stderr.isatty() or duration_s is None else GracefulStop(signals=())
     wall0 = clock()
     sent = 0
     try:
         for batch in e.run(max_lines=max_lines):
             due = wall0 + (batch.end_ns - sim0) / NS / speed
-            while (left := due - clock()) > 0 and not stop.requested:
+            while (left := due - clock()) > 0 and not stop.is_set():
                 sleep(min(left, 0.2))
             chunk = max(1, int(rate * 0.05))
             for i in range(0, len(batch.lines), chunk):
                 # Rate cap: never more than ``rate`` lines per second since the start.
-                while sent > rate * (clock() - wall0) and not stop.requested:
+                while sent > rate * (clock() - wall0) and not stop.is_set():
                     sleep(0.01)
                 sink.write(batch.lines[i : i + chunk], batch.users[i : i + chunk])
                 sent += min(chunk, len(batch.lines) - i)
@@ -229,9 +231,11 @@ def live(
                 sink.flush()  # live consumers should see lines now, not when a batch fills
             if truth:
                 truth.record(batch)
+            if tally is not None:
+                tally.add(batch.lines)
             meter.update(batch)
             metrics.LAG.set(max(0.0, clock() - due))
-            if stop.requested or (duration_s is not None and clock() - wall0 >= duration_s):
+            if stop.is_set() or (duration_s is not None and clock() - wall0 >= duration_s):
                 break
     finally:
         sink.close()

@@ -76,7 +76,16 @@ class Scenario:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown scenario keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        from pydantic import TypeAdapter, ValidationError
+
+        from services.common.cliutil import validation_message
+
+        try:
+            # Checks each value's type (``malformed_rate: lots``), then __post_init__'s ranges.
+            scenario: Scenario = TypeAdapter(cls).validate_python(data)
+        except ValidationError as exc:
+            raise ValueError(f"bad scenario: {validation_message(exc)}") from None
+        return scenario
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -86,12 +95,23 @@ class Scenario:
         if p.suffix in (".yaml", ".yml"):
             import yaml  # only needed for YAML scenario files
 
-            data = yaml.safe_load(text) or {}
+            from services.common.cliutil import yaml_message
+
+            try:
+                data = yaml.safe_load(text) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"scenario file {p}: {yaml_message(exc)}") from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"scenario file {p}: invalid JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{p}: a scenario file holds one mapping")
-        return cls.from_mapping(data)
+            raise ValueError(f"scenario file {p}: expected one mapping of scenario keys")
+        try:
+            return cls.from_mapping(data)
+        except ValueError as exc:
+            raise ValueError(f"scenario file {p}: {exc}") from None
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict of every field."""
@@ -138,14 +158,3 @@ def malform(line: str, kind: str, rng: np.random.Generator) -> str:
     if not isinstance(parse(out), Rejected):  # e.g. a truncation that still parses
         out = f"{t},{u},GET /data/m/"
     return out
-
-
-def injected_kinds() -> list[str]:
-    """Every label that can appear in ``injected.jsonl``."""
-    return [
-        *(f"malformed:{k}" for k in MALFORMED_KINDS),
-        "duplicate",
-        "late",
-        "cold_start",
-        "rating_spam",
-    ]

@@ -16,12 +16,14 @@ class SimulatorSettings(ServiceSettings):
     """Seed of every random choice: same seed and flags give a byte-identical backfill."""
     n_users: int = Field(default=1_000_000, ge=1)
     """Users that exist when the run starts."""
-    n_movies: int = Field(default=27_000, ge=20)
-    """Movies in the catalog."""
+    n_movies: int | None = Field(default=None, ge=20)
+    """Movies in the catalog; unset: 27,000 synthetic ones, or exactly ML-100K's 1,682 for a
+    ``movielens:`` catalog (more are filled in synthetically, fewer take the first ones)."""
     new_user_capacity: int = Field(default=50_000, ge=0)
     """Accounts reserved for users created during the run (new accounts, bursts, spam rings)."""
     catalog: str = "synthetic"
-    """``synthetic`` or ``movielens:<dir>`` to seed titles, years and genres from MovieLens 100K."""
+    """``synthetic`` or ``movielens:<dir>``: MovieLens 100K's movies with the ids the trainer
+    gives them (titles, years and genres seeded from ``u.item``)."""
     run_dir: str = ".run/sim"
     """Folder of the run: ground truth goes to ``<run_dir>/truth/``."""
     kafka_bootstrap_servers: str = ""
@@ -40,8 +42,10 @@ class SimulatorSettings(ServiceSettings):
     """Simulated start time of a backfill (zone-less ISO); live runs start now."""
     live_rate: float = Field(default=1000.0, gt=0)
     """Upper bound on events per second in live mode."""
-    speed: float = Field(default=1.0, gt=0)
-    """Live time acceleration: simulated seconds per wall-clock second."""
+    speed: float | None = Field(default=None, gt=0)
+    """Live time acceleration: simulated seconds per wall-clock second.  Unset: real time for
+    a world big enough to start 5 sessions a second, faster for a smaller one (at most 3600x),
+    so that a short live run still asks for recommendations."""
     sessions_per_user_day: float = Field(default=1.2, gt=0)
     """Mean sessions a user starts per simulated day (per-user activity varies around it)."""
     new_accounts_per_day: float = Field(default=2_000.0, ge=0)
@@ -52,7 +56,8 @@ class SimulatorSettings(ServiceSettings):
     """Requests per second allowed per client address on the user/movie APIs (0: no limit)."""
     api_burst: int = Field(default=400, ge=1)
     """Requests a client may send at once before the rate limit applies."""
-    host: str = "0.0.0.0"
-    """Address the API server binds."""
+    host: str = "127.0.0.1"
+    """Address the API server binds: loopback unless told otherwise (a container sets
+    ``0.0.0.0`` explicitly)."""
     port: int = 8080
     """Port the API server listens on."""

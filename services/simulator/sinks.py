@@ -6,6 +6,13 @@ costs about 20 µs per message in pure Python, which caps a single process near 
 messages/s, while encoding a whole batch at once costs about 1 µs per message.
 ``mode="producer"`` uses the ordinary ``KafkaProducer`` instead (slower, for comparison).
 Lines are partitioned by user id so each user's events keep their order.
+
+Duplicates: ``mode="producer"`` is idempotent (``services.common.kafka.make_producer``): its
+retries never write a line twice.  The fast sink sends batches without a producer id, so the
+broker cannot deduplicate them, and it therefore never retries: any failed or unanswered
+request raises ``KafkaError``.  A batch whose acknowledgement was lost may still have landed,
+so re-running a backfill after such an error can duplicate lines (the store keeps them, as it
+keeps every line of the stream).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from typing import IO, Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from kafka import KafkaAdminClient
 from kafka.client_async import KafkaClient
 from kafka.errors import KafkaError, for_code
 from kafka.protocol.produce import ProduceRequest
@@ -111,10 +117,6 @@ MAX_BATCH_BYTES: Final = 900_000
 """Below the broker's default ``message.max.bytes`` (1 MiB) with room for the header."""
 
 
-def _varint(n: int) -> bytes:
-    return _VARINT[n] if n < 65536 else _zigzag_varint(n)
-
-
 def encode_batch(values: list[bytes], timestamp_ms: int) -> bytes:
     """One uncompressed v2 record batch holding ``values`` (no keys, no headers)."""
     parts: list[bytes] = []
@@ -139,7 +141,11 @@ def encode_batch(values: list[bytes], timestamp_ms: int) -> bytes:
 
 
 class KafkaSink:
-    """Lines to a Kafka topic as fast as one Python process can encode them."""
+    """Lines to a Kafka topic as fast as one Python process can encode them.
+
+    Fast mode does not retry (see the module docstring): a failure raises and may leave the last
+    batches in flight written or not; ``mode="producer"`` retries idempotently.
+    """
 
     def __init__(
         self,
@@ -152,7 +158,8 @@ class KafkaSink:
         self.mode = mode
         self.sent = 0
         if mode == "producer":
-            self._producer = make_producer(settings, acks=1, linger_ms=50, batch_size=1 << 20)
+            # Idempotence needs acks='all' (make_producer): slower than acks=1, never doubled.
+            self._producer = make_producer(settings, linger_ms=50, batch_size=1 << 20)
             parts = self._producer.partitions_for(topic)
             self.n_partitions = len(parts)
             return
@@ -259,13 +266,3 @@ class KafkaSink:
             self._producer.close()
         else:
             self._client.close()
-
-
-def topic_partitions(bootstrap: str, topic: str) -> int:
-    """Number of partitions of ``topic`` (0 when it does not exist)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000)
-    try:
-        meta = admin.describe_topics([topic])
-        return len(meta[0]["partitions"]) if meta and not meta[0]["error_code"] else 0
-    finally:
-        admin.close()

@@ -63,7 +63,8 @@ class WorldConfig:
 
     seed: int = 42
     n_users: int = 1_000_000
-    n_movies: int = 27_000
+    n_movies: int | None = 27_000
+    """Movies in the catalog; None: all of MovieLens for a ``movielens:`` catalog, else 27,000."""
     new_user_capacity: int = 50_000
     catalog: str = "synthetic"
 

@@ -5,8 +5,13 @@
     marquee train --movielens /path/to/ml-100k --tune   # ML-100K, Surprise's protocol, tuning
     marquee train synth data/snapshots/synthetic    # write a synthetic snapshot (no Kafka needed)
 
-Exit codes: 0 done (or already up to date), 2 bad usage, 3 input snapshot missing or invalid,
-4 bad data (leakage, nothing to train on), 5 registry or artifact error, 1 anything else.
+Parameters come from --params, else MARQUEE_TRAINER_PARAMS_FILE, else ./params.yaml, else the
+project's params.yaml (the one ``dvc repro`` reads); the file used is named on stderr, and when
+none is found training stops (exit 2) rather than train a different model on built-in defaults.
+
+Exit codes: 0 done (or already up to date), 2 bad usage, 3 input (snapshot, data, parameters
+file) missing, 4 bad data (leakage, nothing to train on), 5 registry or artifact error, 1 anything
+else (as for every ``marquee`` command; see ``marquee --help``).
 """
 
 from __future__ import annotations
@@ -21,13 +26,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from services.common.cliutil import (
+    CliError,
+    Parser,
+    add_json_option,
+    add_registry_option,
+    not_found,
+    run_cli,
+)
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INPUT, EXIT_DATA, EXIT_REGISTRY = 0, 1, 2, 3, 4, 5
 log = logging.getLogger("marquee.trainer")
 
 
 def _parser() -> argparse.ArgumentParser:
     """The ``marquee train`` argument parser."""
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="marquee train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,17 +51,24 @@ def _parser() -> argparse.ArgumentParser:
         "--snapshot", help="snapshot folder, or 'latest' under MARQUEE_TRAINER_SNAPSHOT_ROOT"
     )
     src.add_argument("--movielens", metavar="DIR", help="MovieLens 100K folder (read in place)")
-    ap.add_argument("--params", help="parameters file (default: MARQUEE_TRAINER_PARAMS_FILE)")
+    ap.add_argument(
+        "--params",
+        help="parameters file (default: MARQUEE_TRAINER_PARAMS_FILE, ./params.yaml, then the "
+        "project's params.yaml)",
+    )
     ap.add_argument("--families", help="comma-separated subset of svd,knn,popularity,als")
     ap.add_argument(
         "--register", metavar="CHANNEL", help="register the models and point CHANNEL at them"
     )
-    ap.add_argument("--registry", help="registry root (default: MARQUEE_TRAINER_REGISTRY_ROOT)")
+    add_registry_option(ap, "MARQUEE_TRAINER_REGISTRY_ROOT")
+    add_json_option(ap)
     ap.add_argument(
         "--work-dir", help="keep prepared data and artifacts here (default: a temp folder)"
     )
     ap.add_argument(
-        "--reports", help="write the evaluation report here (default: <work-dir>/reports)"
+        "--reports",
+        help="write the evaluation report here (default: <work-dir>/reports, or without "
+        "--work-dir <registry>/.last-train-report, replaced by each run)",
     )
     ap.add_argument("--seed", type=int, help="override params' seed")
     ap.add_argument(
@@ -69,14 +90,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _synth_parser() -> argparse.ArgumentParser:
     """The ``marquee train synth`` argument parser."""
-    ap = argparse.ArgumentParser(
-        prog="marquee train synth", description="write a synthetic snapshot"
-    )
+    ap = Parser(prog="marquee train synth", description="write a synthetic snapshot")
     ap.add_argument("out", help="snapshot folder to write (e.g. data/snapshots/synthetic)")
-    ap.add_argument("--users", type=int, default=20_000)
-    ap.add_argument("--items", type=int, default=2_000)
-    ap.add_argument("--mean-watches", type=float, default=8.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--users", type=int, default=20_000, help="users (default 20,000)")
+    ap.add_argument("--items", type=int, default=2_000, help="movies (default 2,000)")
+    ap.add_argument(
+        "--mean-watches", type=float, default=8.0, help="mean watches per user (default 8)"
+    )
+    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return ap
 
 
@@ -91,7 +112,10 @@ def _snapshot_hash(spec: str) -> str | None:
 def knn_memory_study(
     prepared: Any, params: dict[str, Any], ks: list[int], similarities: tuple[str, ...] = ("",)
 ) -> list[dict[str, Any]]:
-    """How k trades accuracy for memory: KNN at several k (and similarities) on the same split."""
+    """How k trades accuracy for memory: KNN at several k (and similarities) on the same split.
+
+    Scored on the validation period, since a k is chosen from it; the test period only reports.
+    """
     import time
 
     from services.common.artifacts import Artifact, Manifest
@@ -115,10 +139,11 @@ def knn_memory_study(
         graph = sum(a[x].nbytes for x in ("knn_indptr", "knn_indices", "knn_sims"))
         manifest = Manifest("knn", "knn", "k", "", "", {}, {}, {}, {})
         scorer = Scorer(Artifact(manifest, a, Path()))
-        rating = rating_metrics(scorer, a, prepared, "test")
-        ranking = ranking_metrics(scorer, prepared, "test", 20, 5000, int(params.get("seed", 0)))
+        rating = rating_metrics(scorer, a, prepared, "val")
+        ranking = ranking_metrics(scorer, prepared, "val", 20, 5000, int(params.get("seed", 0)))
         out.append(
             {
+                "period": "val",
                 "similarity": sim,
                 "k": k,
                 "edges": len(a["knn_sims"]),
@@ -134,6 +159,100 @@ def knn_memory_study(
     return out
 
 
+PROJECT_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+"""The project's own parameters file (present in a source checkout or an editable install)."""
+
+
+def params_path(flag: str | None, settings: Any) -> Path:
+    """The parameters file to use; CliError when the one asked for (or any default) is missing.
+
+    A missing file must never mean built-in defaults: that trains a different model silently.
+    """
+    if flag:
+        if not Path(flag).is_file():
+            raise not_found(f"no parameters file {Path(flag).resolve()}", "check --params")
+        return Path(flag).resolve()
+    if "params_file" in settings.model_fields_set:
+        if not Path(settings.params_file).is_file():
+            raise not_found(
+                f"no parameters file {Path(settings.params_file).resolve()}",
+                "check MARQUEE_TRAINER_PARAMS_FILE",
+            )
+        return Path(settings.params_file).resolve()
+    here = Path(settings.params_file).resolve()
+    for candidate in (here, PROJECT_PARAMS):
+        if candidate.is_file():
+            return candidate
+    raise CliError(
+        f"no parameters file: neither {here} nor {PROJECT_PARAMS} exists",
+        "pass --params FILE or set MARQUEE_TRAINER_PARAMS_FILE",
+    )
+
+
+SUMMARY_METRICS = (("ranking", "ndcg@20"), ("ranking", "recall@20"), ("rating", "rmse"))
+
+
+def best_on_validation(models: dict[str, Any]) -> str | None:
+    """The family with the best validation NDCG@20 (ties: the first name in sorted order)."""
+    scored = {
+        f: m.get("val", {}).get("ranking", {}).get("ndcg@20") for f, m in sorted(models.items())
+    }
+    scored = {f: v for f, v in scored.items() if v is not None}
+    return max(scored, key=lambda f: scored[f]) if scored else None
+
+
+def summary(
+    doc: dict[str, Any], reports: Path, params_file: Path, registered: dict[str, Any]
+) -> dict[str, Any]:
+    """What the run did: each family's validation and test metrics, the best, where things are."""
+    models = doc.get("models", {})
+    return {
+        "params": str(params_file),
+        "report": str(reports / "report.md"),
+        "best_on_validation": best_on_validation(models),
+        "selected_by": "val ndcg@20",
+        "models": {
+            f: {
+                period: {
+                    name: m.get(period, {}).get(group, {}).get(name)
+                    for group, name in SUMMARY_METRICS
+                }
+                for period in ("val", "test")
+            }
+            for f, m in sorted(models.items())
+        },
+        "registered": {
+            f: {"version": r.get("version"), "channel": r.get("channel"), "added": r.get("added")}
+            for f, r in sorted(registered.items())
+        },
+    }
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """``summary`` as a table for people (missing metrics show as '-')."""
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    cols = [(p, n) for p in ("val", "test") for _, n in SUMMARY_METRICS]
+    head = f"{'model':<12}" + "".join(f"{p + ' ' + n:>15}" for p, n in cols)
+    lines = [head]
+    for f, m in result["models"].items():
+        mark = "*" if f == result["best_on_validation"] else " "
+        cells = "".join(f"{fmt(m[p][n]):>15}" for p, n in cols)
+        lines.append(f"{f + ' ' + mark:<12}{cells}")
+    best = result["best_on_validation"] or "-"
+    lines.append(f"* best on validation (ndcg@20): {best}; the test columns only report")
+    for f, r in result["registered"].items():
+        state = "registered" if r["added"] else "already registered"
+        lines.append(
+            f"{state}: {f} {r['version']}" + (f" -> {r['channel']}" if r["channel"] else "")
+        )
+    lines.append(f"parameters: {result['params']}")
+    lines.append(f"report: {result['report']}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     """The whole pipeline for one input; see the module doc for exit codes."""
     from services.common.artifacts import ArtifactError, Registry
@@ -145,23 +264,16 @@ def run(args: argparse.Namespace) -> int:
     from services.trainer.util import git_sha, progress
 
     settings = TrainerSettings()
-    params_file = Path(args.params or settings.params_file)
-    if args.params and not params_file.is_file():
-        print(f"marquee train: no parameters file {params_file}", file=sys.stderr)
-        return EXIT_USAGE
-    params: dict[str, Any] = pipeline.load_params(params_file) if params_file.is_file() else {}
-    params = copy.deepcopy(params)
+    params_file = params_path(args.params, settings)
+    print(f"marquee train: parameters from {params_file}", file=sys.stderr)
+    params: dict[str, Any] = copy.deepcopy(pipeline.load_params(params_file))
     if args.seed is not None:
         params["seed"] = args.seed
     if args.families:
         wanted = [f.strip() for f in args.families.split(",") if f.strip()]
         unknown = sorted(set(wanted) - set(FAMILIES))
         if unknown:
-            print(
-                f"marquee train: unknown families {unknown}; choose from {sorted(FAMILIES)}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+            raise CliError(f"unknown families {unknown}", f"choose from {sorted(FAMILIES)}")
         params["families"] = wanted
     families = list(params.get("families") or FAMILIES)
     try:
@@ -179,9 +291,12 @@ def run(args: argparse.Namespace) -> int:
                     f"no snapshot at {spec}: run ingest (or `marquee train synth <dir>`) first"
                 )
     except SnapshotError as exc:
-        print(f"marquee train: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    registry = Registry(args.registry or settings.registry_root)
+        raise CliError(str(exc), "", EXIT_INPUT) from None
+    if args.movielens and not (Path(args.movielens) / "u.data").is_file():
+        raise not_found(
+            f"no MovieLens 100K at {args.movielens} (no u.data)", "pass the ml-100k folder"
+        )
+    registry = Registry(getattr(args, "registry", None) or settings.registry_root)
     sha = git_sha(settings.git_sha)
 
     snap_hash = _snapshot_hash(spec)
@@ -195,21 +310,26 @@ def run(args: argparse.Namespace) -> int:
 
     tmp = None
     work = Path(args.work_dir or settings.work_dir or "")
+    reports_dir = Path(args.reports) if args.reports else work / "reports"
     if not (args.work_dir or settings.work_dir):
         tmp = tempfile.mkdtemp(prefix="marquee-train-")
         work = Path(tmp)
+        # The scratch folder goes; the small report stays, so the summary can point at it: in
+        # the registry (a volume in a cluster), replaced by the next run, so nothing piles up.
+        reports_dir = Path(args.reports) if args.reports else registry.root / ".last-train-report"
+        if not args.reports:
+            shutil.rmtree(reports_dir, ignore_errors=True)
     params["paths"] = {
         "prepared": str((work / "prepared").resolve()),
         "artifacts": str((work / "artifacts").resolve()),
         "serving": str((work / "serving").resolve()),
-        "reports": str(Path(args.reports or work / "reports").resolve()),
+        "reports": str(reports_dir.resolve()),
     }
     root = Path.cwd()
     try:
         prepared = pipeline.run_prepare(params, root, source=spec)
         if len(prepared.train.inter_user) + len(prepared.train.rate_user) == 0:
-            print("marquee train: the training period is empty", file=sys.stderr)
-            return EXIT_DATA
+            raise CliError("the training period is empty", "train on a longer snapshot", EXIT_DATA)
         for family in progress(families, "train", total=len(families)):
             pipeline.run_train(params, root, family, prepared, sha)
         extra: dict[str, Any] = {}
@@ -227,33 +347,26 @@ def run(args: argparse.Namespace) -> int:
                     prepared, params, ks, ("cosine", "pearson_baseline")
                 )
         doc = pipeline.run_evaluate(params, root, prepared, extra)
+        registered: dict[str, Any] = {}
         if args.register:
             if params.get("register", {}).get("refit"):
                 # serve the same configuration refit on every period, newest data included
                 for family in progress(families, "refit", total=len(families)):
                     pipeline.run_train(params, root, family, prepared, sha, fit_on="all")
             params.setdefault("register", {})["families"] = families
-            pipeline.run_register(params, root, registry.root, args.register, sha)
+            registered = pipeline.run_register(params, root, registry.root, args.register, sha)
         reports = Path(params["paths"]["reports"])
+        result = summary(doc, reports, params_file, registered)
         print(
-            (reports / "report.md").read_text()
-            if sys.stdout.isatty()
-            else json.dumps({"reports": str(reports), "models": sorted(doc["models"])})
+            json.dumps(result, indent=2) if getattr(args, "json", False) else summary_text(result)
         )
-        if tmp and args.reports is None:
-            log.info(
-                "reports are in a temp folder that is now removed; pass --reports to keep them"
-            )
         return EXIT_OK
     except (SnapshotError, FileNotFoundError) as exc:
-        print(f"marquee train: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        raise CliError(str(exc), "", EXIT_INPUT) from None
     except LeakageError as exc:
-        print(f"marquee train: leakage: {exc}", file=sys.stderr)
-        return EXIT_DATA
+        raise CliError(f"leakage: {exc}", "", EXIT_DATA) from None
     except ArtifactError as exc:
-        print(f"marquee train: registry: {exc}", file=sys.stderr)
-        return EXIT_REGISTRY
+        raise CliError(f"registry: {exc}", "", EXIT_REGISTRY) from None
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -261,6 +374,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``marquee train``."""
+    return run_cli("marquee train", lambda: _main(argv))
+
+
+build_parser = _parser
+
+
+def _main(argv: list[str]) -> int:
     from services.trainer.settings import TrainerSettings
     from services.trainer.util import setup_logging
 
@@ -283,12 +403,11 @@ def main(argv: list[str]) -> int:
             )
         )
         return EXIT_OK
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    args = _parser().parse_args(argv)
     try:
         return run(args)
+    except CliError:
+        raise
     except Exception:
         log.exception("training failed")
         return EXIT_FAIL

@@ -2,9 +2,12 @@
 
 Users and movies are indexed once (``user_ids`` sorted, ``item_ids`` the catalog), so every
 model and the evaluation share one index space.  The split is temporal: events before the
-validation cut-off train, the next period validates, the most recent period tests.  An
-interaction belongs to the period its first watched minute falls in, a rating to the period of
-its time stamp; disjointness is checked (``check_disjoint``), not assumed.
+validation cut-off train, the next period validates, the most recent period tests.  A
+(user, movie) watch belongs to the period its first minute falls in, a rating to the period of
+the pair's first rating; every quantity of a period is computed from its own events only
+(minutes watched before its end, the latest rating before its end), and the refit's ``all``
+period from everything.  The time order of every time column and the disjointness of the
+periods are checked (``check_disjoint``), not assumed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from services.common.scoring import age_group
 from services.common.snapshot import SnapshotError, read_snapshot
 
 PERIODS: Final = ("train", "val", "test")
+STORED: Final = (*PERIODS, "all")  # ``all``: every event, what the refit trains on
+TIME_COLUMNS: Final = ("inter_time", "inter_last", "rate_time")
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -36,12 +41,18 @@ class LeakageError(AssertionError):
 
 @dataclass(frozen=True)
 class Period:
-    """The interactions and ratings of one time period, as index arrays."""
+    """The interactions and ratings of one time period, as index arrays.
+
+    ``inter_time`` is a watch's first minute and ``inter_last`` the latest minute counted in
+    ``inter_minutes``; ``rate_time`` is the time of the rating kept (the pair's latest in the
+    period).  Every one of them lies inside the period.
+    """
 
     inter_user: I32
     inter_item: I32
     inter_minutes: F32
     inter_time: I64
+    inter_last: I64
     rate_user: I32
     rate_item: I32
     rate_value: F32
@@ -51,7 +62,7 @@ class Period:
     def empty(cls) -> Period:
         """A period with no events."""
         i, f, t = np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return cls(i, i, f, t, i, i, f, t)
+        return cls(i, i, f, t, t, i, i, f, t)
 
     def select(self, inter_mask: npt.NDArray[np.bool_], rate_mask: npt.NDArray[np.bool_]) -> Period:
         """The events where the masks are true."""
@@ -60,6 +71,7 @@ class Period:
             self.inter_item[inter_mask],
             self.inter_minutes[inter_mask],
             self.inter_time[inter_mask],
+            self.inter_last[inter_mask],
             self.rate_user[rate_mask],
             self.rate_item[rate_mask],
             self.rate_value[rate_mask],
@@ -105,8 +117,8 @@ class Prepared:
         return self.periods["train"]
 
     def all_periods(self) -> Prepared:
-        """The same data with every period merged into ``train``: for the model that serves."""
-        merged = Period(
+        """Every event as ``train`` (the ``all`` period): for the model that serves."""
+        merged = self.periods.get("all") or Period(
             *(
                 np.concatenate([getattr(self.periods[p], f) for p in PERIODS])
                 for f in Period.__dataclass_fields__
@@ -119,9 +131,24 @@ class Prepared:
             self.user_ids,
             self.gender,
             self.age,
-            {"train": merged, "val": empty, "test": empty},
+            {"train": merged, "val": empty, "test": empty, "all": merged},
             info,
         )
+
+    def with_validation_in_train(self) -> Prepared:
+        """Train + validation as ``train``, test unchanged: the refit the test period scores.
+
+        The periods share no pair, so the union is a concatenation; selection is done by then.
+        """
+        merged = Period(
+            *(
+                np.concatenate([getattr(self.periods[p], f) for p in ("train", "val")])
+                for f in Period.__dataclass_fields__
+            )
+        )
+        info = {**self.info, "fit_on": "train+val"}
+        periods = {"train": merged, "val": Period.empty(), "test": self.periods["test"]}
+        return Prepared(self.item_ids, self.user_ids, self.gender, self.age, periods, info)
 
     def segments(self) -> npt.NDArray[np.str_]:
         """``segment_key`` of every user (computed per distinct age, not per user)."""
@@ -173,6 +200,7 @@ def load_source(spec: str) -> tuple[dict[str, pa.Table], dict[str, Any]]:
         "time_range": m.get("time_range", {}),
         "until_ns": m.get("until_ns"),
         "row_counts": m.get("row_counts", {}),
+        "watch_grain_ns": int(m.get("watch_grain_ns") or 1),
     }
     return tables, provenance
 
@@ -184,6 +212,88 @@ def _cut(times: I64, fraction: float) -> int:
         return int(times.max()) + 1 if n else 0
     k = min(n - 1, max(0, int(np.floor(n * (1.0 - fraction)))))
     return int(np.partition(times, k)[k])
+
+
+def _starts(key: I64) -> npt.NDArray[np.bool_]:
+    """True at the first row of each run of equal keys."""
+    out: npt.NDArray[np.bool_] = np.ones(len(key), bool)
+    out[1:] = key[1:] != key[:-1]
+    return out
+
+
+@dataclass(frozen=True)
+class _Events:
+    """Time-stamped (user, item, value) rows, sorted by (user, item) pair, then by time."""
+
+    user: I32
+    item: I32
+    time: I64
+    value: F32
+    key: I64  # the pair as user * n_items + item
+    first: I64  # the first time of each row's pair
+
+    @classmethod
+    def of(cls, user: I32, item: I32, time: I64, value: F32, n_items: int) -> _Events:
+        """The rows sorted; a stable sort, so rows at the same time keep the snapshot's order."""
+        key = user.astype(np.int64) * n_items + item
+        # a snapshot comes sorted by (user, movie, time): checking is O(n), sorting millions of
+        # rows on two keys is not
+        step = np.diff(key)
+        if not np.all((step > 0) | ((step == 0) & (np.diff(time) >= 0))):
+            order = np.lexsort((time, key))
+            user, item, time, value, key = (a[order] for a in (user, item, time, value, key))
+        starts = _starts(key)
+        first = time[starts][np.cumsum(starts) - 1]
+        return cls(user, item, time, value, key, first)
+
+    def pair_first(self) -> I64:
+        """The first time of every pair."""
+        out: I64 = self.time[_starts(self.key)]
+        return out
+
+    def within(
+        self, lo: int | None, hi: int | None
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """First and last row of each pair that starts in [lo, hi), counting rows before hi."""
+        mask = np.ones(len(self.key), bool)
+        if lo is not None:
+            mask &= self.first >= lo
+        if hi is not None:
+            mask &= (self.first < hi) & (self.time < hi)
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            return rows, rows
+        starts = np.flatnonzero(_starts(self.key[rows]))
+        ends = np.r_[starts[1:], len(rows)] - 1
+        return rows[starts], rows[ends]
+
+
+def _period(watches: _Events, ratings: _Events, lo: int | None, hi: int | None) -> Period:
+    """One period, each quantity from that period's events only.
+
+    A watch: its distinct minutes streamed before ``hi`` (the snapshot counts each minute at the
+    first time it was streamed, so a sum of rows before ``hi`` is exact); a rating: the pair's
+    latest before ``hi``, not a re-rating from after it.
+    """
+    first, last = watches.within(lo, hi)
+    if len(first):
+        # rows of a pair are contiguous: minutes is a sum over [first, last]
+        csum = np.r_[0.0, np.cumsum(watches.value, dtype=np.float64)]
+        minutes = (csum[last + 1] - csum[first]).astype(np.float32)
+    else:
+        minutes = np.zeros(0, np.float32)
+    _, kept = ratings.within(lo, hi)
+    return Period(
+        watches.user[first],
+        watches.item[first],
+        minutes,
+        watches.time[first],
+        watches.time[last],
+        ratings.user[kept],
+        ratings.item[kept],
+        ratings.value[kept],
+        ratings.time[kept],
+    )
 
 
 def prepare(
@@ -223,39 +333,51 @@ def prepare(
         out: I32 = pc.index_in(col, value_set=value_set).to_numpy(zero_copy_only=False)
         return out.astype(np.int32)
 
+    user_set = pa.array(user_ids)
+
     def uidx(col: pa.ChunkedArray) -> I32:
         """Index of each user id in the sorted user ids."""
-        out: I32 = np.searchsorted(user_ids, col.to_numpy()).astype(np.int32)
-        return out
+        out: I32 = pc.index_in(col.cast(pa.int64()), value_set=user_set).to_numpy(
+            zero_copy_only=False
+        )
+        return out.astype(np.int32)
 
-    everything = Period(
+    n_items = len(item_ids)
+    watches = _Events.of(
         uidx(inter["user_id"]),
         items(inter["movie_id"]),
+        inter["time_ns"].to_numpy().astype(np.int64),
         inter["minutes"].to_numpy().astype(np.float32),
-        inter["first_ns"].to_numpy().astype(np.int64),
+        n_items,
+    )
+    ratings = _Events.of(
         uidx(rates["user_id"]),
         items(rates["movie_id"]),
-        rates["rating"].to_numpy().astype(np.float32),
         rates["time_ns"].to_numpy().astype(np.int64),
+        rates["rating"].to_numpy().astype(np.float32),
+        n_items,
     )
-    times = np.concatenate([everything.inter_time, everything.rate_time])
-    t_test = _cut(times, test_fraction)
-    t_val = min(_cut(times, test_fraction + val_fraction), t_test) if val_fraction > 0 else t_test
-    periods = {}
-    for name, lo, hi in (
-        ("train", None, t_val),
-        ("val", t_val, t_test),
-        ("test", t_test, None),
-    ):
-        mi = np.ones(len(everything.inter_time), bool)
-        mr = np.ones(len(everything.rate_time), bool)
-        if lo is not None:
-            mi &= everything.inter_time >= lo
-            mr &= everything.rate_time >= lo
-        if hi is not None:
-            mi &= everything.inter_time < hi
-            mr &= everything.rate_time < hi
-        periods[name] = everything.select(mi, mr)
+    # one time per (user, movie): its first watch, its first rating
+    times = np.concatenate([watches.pair_first(), ratings.pair_first()])
+    # Cut-offs on the snapshot's watch grain: a watch row's minutes all lie in its time bucket,
+    # so only a cut-off on a bucket edge keeps later minutes out of the earlier period.
+    grain = max(1, int(provenance.get("watch_grain_ns") or 1))
+
+    def cut(fraction: float) -> int:
+        t = _cut(times, fraction)
+        return t // grain * grain if fraction > 0 else t  # no period after it: nothing to snap
+
+    t_test = cut(test_fraction)
+    t_val = min(cut(test_fraction + val_fraction), t_test) if val_fraction > 0 else t_test
+    periods = {
+        name: _period(watches, ratings, lo, hi)
+        for name, lo, hi in (
+            ("train", None, t_val),
+            ("val", t_val, t_test),
+            ("test", t_test, None),
+            ("all", None, None),
+        )
+    }
 
     # demographics aligned with user_ids (unknown: gender "U", age -1)
     gender = np.full(len(user_ids), "U", dtype="<U1")
@@ -269,10 +391,14 @@ def prepare(
     info = {
         "snapshot": provenance,
         "cutoffs_ns": {"val": t_val, "test": t_test},
+        "watch_grain_ns": grain,
         "fractions": {"val": val_fraction, "test": test_fraction},
         "counts": {
-            name: {"interactions": len(p.inter_time), "ratings": len(p.rate_time)}
-            for name, p in periods.items()
+            name: {
+                "interactions": len(periods[name].inter_time),
+                "ratings": len(periods[name].rate_time),
+            }
+            for name in PERIODS
         },
         "users": len(user_ids),
         "items": len(item_ids),
@@ -283,7 +409,11 @@ def prepare(
 
 
 def check_disjoint(prepared: Prepared) -> None:
-    """Raise LeakageError unless periods are ordered in time and share no watched pair."""
+    """Raise LeakageError unless periods are ordered in time and share no watched pair.
+
+    Every time column a period's quantities depend on must lie inside the period: a watch's
+    first minute and the latest minute counted in it, and the time of the rating kept.
+    """
     p = prepared.periods
     cut = prepared.info["cutoffs_ns"]
     bounds = {
@@ -292,15 +422,16 @@ def check_disjoint(prepared: Prepared) -> None:
         "test": (cut["test"], None),
     }
     for name, (lo, hi) in bounds.items():
-        for t in (p[name].inter_time, p[name].rate_time):
+        for column in TIME_COLUMNS:
+            t = getattr(p[name], column)
             if len(t) and lo is not None and int(t.min()) < lo:
-                raise LeakageError(f"{name} has an event before its period starts")
+                raise LeakageError(f"{name} has an event before its period starts ({column})")
             if len(t) and hi is not None and int(t.max()) >= hi:
-                raise LeakageError(f"{name} has an event after its period ends")
+                raise LeakageError(f"{name} has an event after its period ends ({column})")
     n = prepared.n_items
     watched = {
-        name: np.unique(per.inter_user.astype(np.int64) * n + per.inter_item)
-        for name, per in p.items()
+        name: np.unique(p[name].inter_user.astype(np.int64) * n + p[name].inter_item)
+        for name in PERIODS
     }
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         shared = np.intersect1d(watched[a], watched[b], assume_unique=True)
@@ -338,6 +469,7 @@ def save(prepared: Prepared, out: Path) -> None:
                     "item": per.inter_item,
                     "minutes": per.inter_minutes,
                     "time": per.inter_time,
+                    "last": per.inter_last,
                 }
             ),
             out / f"{name}_interactions.parquet",
@@ -361,7 +493,9 @@ def load(folder: Path) -> Prepared:
     items = pq.read_table(folder / "items.parquet")
     users = pq.read_table(folder / "users.parquet")
     periods = {}
-    for name in PERIODS:
+    for name in STORED:
+        if not (folder / f"{name}_interactions.parquet").is_file():
+            continue
         it = pq.read_table(folder / f"{name}_interactions.parquet")
         rt = pq.read_table(folder / f"{name}_ratings.parquet")
         periods[name] = Period(
@@ -369,6 +503,7 @@ def load(folder: Path) -> Prepared:
             it["item"].to_numpy().astype(np.int32),
             it["minutes"].to_numpy().astype(np.float32),
             it["time"].to_numpy().astype(np.int64),
+            it["last"].to_numpy().astype(np.int64),
             rt["user"].to_numpy().astype(np.int32),
             rt["item"].to_numpy().astype(np.int32),
             rt["rating"].to_numpy().astype(np.float32),

@@ -23,7 +23,7 @@ from services.trainer.data import Prepared
 from services.trainer.models.base import item_popularity, users_with_train_data
 from services.trainer.util import limit_blas_threads
 
-RATING_FAMILIES = ("svd", "knn")
+RATING_FAMILIES = ("svd", "knn")  # ease shares the graph arrays but predicts no ratings
 F64 = npt.NDArray[np.float64]
 
 
@@ -135,9 +135,19 @@ def held_out_users(data: Prepared, period: str, max_users: int, seed: int) -> np
 
 
 def ranking_metrics(
-    scorer: Scorer, data: Prepared, period: str, k: int, max_users: int, seed: int
+    scorer: Scorer,
+    data: Prepared,
+    period: str,
+    k: int,
+    max_users: int,
+    seed: int,
+    per_user: dict[str, F64] | None = None,
 ) -> dict[str, Any]:
-    """precision/recall/NDCG/hit rate@k on held-out watches, coverage and popularity bias."""
+    """precision/recall/NDCG/hit rate@k on held-out watches, coverage and popularity bias.
+
+    Also split by history length and demographic group with bootstrap CIs (``breakdown``);
+    ``per_user``, when given, receives the per-user arrays (for paired comparisons).
+    """
     per = data.periods[period]
     u_all = per.inter_user if len(per.inter_user) else per.rate_user
     i_all = per.inter_item if len(per.inter_item) else per.rate_item
@@ -182,6 +192,9 @@ def ranking_metrics(
     pct[np.argsort(pop, kind="stable")] = np.arange(1, len(pop) + 1) / len(pop)
     shown = recommended > 0
     head = pct >= 0.8
+    arrays: dict[str, F64] = {"ndcg": ndcg, "recall": rec, "hit": hit, "precision": prec}
+    if per_user is not None:
+        per_user.update(arrays, users=users.astype(np.float64))
     total = max(int(recommended.sum()), 1)
     return {
         f"precision@{k}": round(float(prec.mean()), 5),
@@ -198,6 +211,85 @@ def ranking_metrics(
         "coverage": round(float(shown.sum() / max(scorer.n_items, 1)), 5),
         "mean_popularity_percentile": round(float((recommended * pct).sum() / total), 4),
         "long_tail_share": round(float(recommended[~head].sum() / total), 4),
+        "breakdown": breakdown(arrays, data, users, k, seed),
+    }
+
+
+HISTORY_BUCKETS = (("0", 0, 0), ("1-3", 1, 3), ("4-10", 4, 10), (">10", 11, None))
+"""Training-history lengths (distinct movies watched or rated) the report splits users by."""
+
+
+def history_lengths(data: Prepared) -> npt.NDArray[np.int64]:
+    """Distinct movies each user watched or rated in the training period."""
+    keys = data.train.pairs(data.n_items)
+    out: npt.NDArray[np.int64] = np.bincount(keys // data.n_items, minlength=data.n_users)
+    return out
+
+
+def bootstrap_ci(
+    values: F64, seed: int, resamples: int = 1000, level: float = 0.95
+) -> list[float] | None:
+    """Percentile bootstrap interval of the mean of per-user ``values`` (resampling users)."""
+    if len(values) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for r in range(resamples):
+        means[r] = values[rng.integers(0, len(values), len(values))].mean()
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return [round(float(lo), 5), round(float(hi), 5)]
+
+
+def paired_ratio_ci(
+    a: F64, b: F64, seed: int, resamples: int = 1000, level: float = 0.95
+) -> dict[str, Any]:
+    """mean(a)/mean(b) over the same users, with a paired bootstrap interval (None if b is 0)."""
+    if len(a) != len(b) or len(a) < 2 or b.mean() == 0:
+        return {"ratio": None, "ci95": None}
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(resamples)
+    for r in range(resamples):
+        idx = rng.integers(0, len(a), len(a))
+        den = b[idx].mean()
+        ratios[r] = a[idx].mean() / den if den > 0 else np.nan
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.nanpercentile(ratios, [tail, 100 - tail])
+    return {
+        "ratio": round(float(a.mean() / b.mean()), 4),
+        "ci95": [round(float(lo), 4), round(float(hi), 4)],
+    }
+
+
+def breakdown(
+    per_user: dict[str, F64], data: Prepared, users: npt.NDArray[np.int32], k: int, seed: int
+) -> dict[str, Any]:
+    """Metrics by history length and demographic group, and bootstrap CIs over users."""
+    ndcg = per_user["ndcg"]
+    lengths = history_lengths(data)[users]
+    warm = lengths > 0
+
+    def cell(mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
+        return {
+            "users": int(mask.sum()),
+            f"ndcg@{k}": _mean(ndcg[mask]),
+            f"recall@{k}": _mean(per_user["recall"][mask]),
+            f"hit_rate@{k}": _mean(per_user["hit"][mask]),
+        }
+
+    by_history = {}
+    for name, lo, hi in HISTORY_BUCKETS:
+        mask = (lengths >= lo) & (lengths <= hi) if hi is not None else lengths >= lo
+        by_history[name] = cell(mask)
+    gender = data.gender[users]
+    groups = data.age_groups()[users]
+    return {
+        f"ndcg@{k}_ci95": bootstrap_ci(ndcg, seed),
+        f"ndcg@{k}_with_history_ci95": bootstrap_ci(ndcg[warm], seed),
+        f"ndcg@{k}_cold_ci95": bootstrap_ci(ndcg[~warm], seed),
+        "by_history": by_history,
+        "by_gender": {g: cell(gender == g) for g in sorted(set(gender.tolist()))},
+        "by_age": {a: cell(groups == a) for a in sorted(set(groups.tolist()))},
     }
 
 

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from services.common.events import is_movie_id
+from services.common.movies import read_movielens_items
 
 NS = 1_000_000_000
 WATCH_MINUTES = 90
 """ML-100K has no watch data: every rating stands for one full watch of this many minutes."""
-_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
-
-
-def slug(title: str, year: int | None) -> str:
-    """A movie id in the stream's slug shape: ``Toy Story (1995)`` → ``toy+story+1995``."""
-    text = unicodedata.normalize("NFC", title).lower().replace(",", "_").replace("&", "")
-    words = []
-    for raw in text.split():
-        # keep only what the contract keeps: letters (ASCII or lower-case Latin-1), digits, _'.-
-        w = "".join(
-            c
-            for c in raw
-            if (c.isascii() and (c.isalnum() or c in "_'.-")) or ("ß" <= c <= "ÿ" and c not in "÷")
-        )
-        if w or raw == "&":
-            words.append(w)
-    body = "+".join(words).strip("+") or "untitled"
-    if not re.search(r"[a-z0-9ß-ÿ]", body.split("+")[0]):
-        body = "m" + body
-    return f"{body}+{year if year else ''}"
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -53,41 +31,13 @@ def load_tables(folder: Path | str) -> tuple[dict[str, pa.Table], dict[str, Any]
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"MovieLens 100K file {f} not found")
-    genres = (
-        [
-            line.split("|")[0]
-            for line in (base / "u.genre").read_text(encoding="latin-1").splitlines()
-            if line.strip()
-        ]
-        if (base / "u.genre").is_file()
-        else [f"genre{i}" for i in range(19)]
-    )
-
-    ids: dict[int, str] = {}
-    titles, years, genre_lists = [], [], []
-    seen: dict[str, int] = {}
-    for line in (base / "u.item").read_text(encoding="latin-1").splitlines():
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        raw_title = parts[1]
-        m = _YEAR.search(raw_title)
-        year = int(m.group(1)) if m else None
-        if year is None and parts[2][-4:].isdigit():
-            year = int(parts[2][-4:])
-        title = _YEAR.sub("", raw_title).strip() if m else raw_title.strip()
-        base_slug = slug(title, year)
-        # ML-100K lists a few films twice under two ids; the slug must stay unique
-        seen[base_slug] = seen.get(base_slug, 0) + 1
-        s = base_slug
-        if seen[base_slug] > 1:
-            head, _, tail = base_slug.rpartition("+")
-            s = f"{head}+{seen[base_slug]}+{tail}"
-        assert is_movie_id(s), s
-        ids[int(parts[0])] = s
-        titles.append(title)
-        years.append(year)
-        genre_lists.append([g for g, flag in zip(genres, parts[5:24], strict=False) if flag == "1"])
+    # The ids are the stream's slugs, defined once in services.common.movies: the simulator's
+    # MovieLens catalog names the same titles with the same ids.
+    items = read_movielens_items(base)
+    ids = {it.ml_id: it.movie_id for it in items}
+    titles = [it.title for it in items]
+    years = [it.year for it in items]
+    genre_lists = [list(it.genres) for it in items]
 
     data = np.loadtxt(base / "u.data", dtype=np.int64, ndmin=2)
     users_raw = [
@@ -110,10 +60,9 @@ def load_tables(folder: Path | str) -> tuple[dict[str, pa.Table], dict[str, Any]
         {
             "user_id": pa.array(data[:, 0]),
             "movie_id": pa.array(movie_of.tolist(), pa.string()),
+            "time_ns": pa.array(time_ns),
             "minutes": pa.array(np.full(n, WATCH_MINUTES, np.int32)),
             "max_minute": pa.array(np.full(n, WATCH_MINUTES, np.int32)),
-            "first_ns": pa.array(time_ns),
-            "last_ns": pa.array(time_ns),
         }
     )
     users = pa.table(

@@ -4,6 +4,10 @@ prepare  → <prepared>/              (indexed, temporally split data; disjointn
 train    → <artifacts>/<family>/    (one artifact per family; train cost in <reports>/train/)
 evaluate → <reports>/metrics/<family>.json, evaluation.json, report.md, plots/
 register → <registry>/<name>/<version>/ (+ channel pointer), <reports>/register.json
+
+The model families (``services.trainer.models``: Surprise, implicit) are imported only where a
+model is built, so ``prepare`` and ``register`` do not execute them: a stage's DVC ``deps`` list
+the modules it executes (tests/trainer/test_dvc.py checks that against a trace).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from typing import Any
 import yaml
 
 from services.common.artifacts import Registry, load_artifact, read_manifest, write_artifact
+from services.common.settings import ModelSigningSettings
 from services.common.snapshot import resolve_snapshot
 from services.trainer import data as td
-from services.trainer.models import FAMILIES
 from services.trainer.util import git_sha, peak_rss_bytes, write_json
 
 log = logging.getLogger("marquee.trainer")
 HEADLINE = (
+    "val_ndcg@20",  # what to choose a model by; the test numbers only report
     "rmse",
     "mae",
     "precision@20",
@@ -74,6 +79,8 @@ def model_params(params: dict[str, Any], family: str, fit_on: str = "train") -> 
     ``fit_on`` is ``train`` for the model that is evaluated, ``all`` for its refit on every
     period (what serves when ``register.refit`` is on).
     """
+    from services.trainer.models import FAMILIES
+
     cls = FAMILIES[family]
     model = cls(params.get("models", {}).get(family) or {}, seed=int(params.get("seed", 0)))
     split = params.get("split", {})
@@ -141,6 +148,8 @@ def run_train(
     fit_on: str = "train",
 ) -> Path:
     """Train one family on the training period (or on all periods) and write its artifact."""
+    from services.trainer.models import FAMILIES
+
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {sorted(FAMILIES)}")
     if fit_on not in ("train", "all"):
@@ -182,16 +191,18 @@ def run_train(
 
 
 def families_present(params: dict[str, Any], root: Path) -> list[str]:
-    """Families with an artifact in the artifacts folder, in params order."""
+    """Families with an artifact in the artifacts folder, in params order (else by name)."""
     base = paths(params, root)["artifacts"]
-    wanted = list(params.get("families") or FAMILIES)
+    found = sorted(d.name for d in base.iterdir() if d.is_dir()) if base.is_dir() else []
+    wanted = list(params.get("families") or found)
     return [f for f in wanted if (base / f / "manifest.json").is_file()]
 
 
 def headline(family_eval: dict[str, Any], train_cost: dict[str, Any]) -> dict[str, Any]:
-    """The numbers ``dvc metrics show`` compares (test period)."""
+    """The numbers ``dvc metrics show`` compares: validation NDCG@20, then the test period."""
     test = family_eval.get("test", {})
     flat = {
+        "val_ndcg@20": family_eval.get("val", {}).get("ranking", {}).get("ndcg@20"),
         **test.get("rating", {}),
         **test.get("ranking", {}),
         "train_seconds": train_cost.get("train_seconds"),
@@ -265,7 +276,8 @@ def run_register(
     where = paths(params, root)
     reg_params = params.get("register", {})
     registry = Registry(
-        Path(registry_root) if registry_root else root / str(reg_params.get("registry", "models"))
+        Path(registry_root) if registry_root else root / str(reg_params.get("registry", "models")),
+        signing_key=ModelSigningSettings().key(),  # signs what it registers when a key is set
     )
     channel = channel if channel is not None else reg_params.get("channel") or None
     evaluation_file = where["reports"] / "evaluation.json"
@@ -339,7 +351,6 @@ __all__ = [
     "already_registered",
     "load_params",
     "model_params",
-    "read_manifest",
     "run_evaluate",
     "run_prepare",
     "run_register",

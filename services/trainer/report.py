@@ -101,6 +101,7 @@ def markdown(doc: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+    lines += breakdown_lines(doc)
     lines += [
         "## cost",
         "",
@@ -147,6 +148,47 @@ def markdown(doc: dict[str, Any]) -> str:
         if key in doc:
             lines += ["", f"## {key.replace('_', ' ')}", "", "```json", _json(doc[key]), "```"]
     return "\n".join(lines) + "\n"
+
+
+def breakdown_lines(doc: dict[str, Any], period: str = "test", k: int = 20) -> list[str]:
+    """NDCG@k with bootstrap CIs, and by history length and demographic group (Markdown)."""
+    models = {
+        f: r[period]["ranking"]["breakdown"]
+        for f, r in doc["models"].items()
+        if "breakdown" in r.get(period, {}).get("ranking", {})
+    }
+    if not models:
+        return []
+
+    def ci(v: Any) -> str:
+        return f"[{v[0]:.4f}, {v[1]:.4f}]" if v else "–"
+
+    lines = [
+        f"## {period}: NDCG@{k} with 95 % bootstrap intervals over users, and by group",
+        "",
+        "| model | all | with history | cold |",
+        "|---|---|---|---|",
+    ]
+    for f, b in models.items():
+        lines.append(
+            f"| {f} | {ci(b.get(f'ndcg@{k}_ci95'))} | {ci(b.get(f'ndcg@{k}_with_history_ci95'))} "
+            f"| {ci(b.get(f'ndcg@{k}_cold_ci95'))} |"
+        )
+    first = next(iter(models.values()))
+    for kind, label in (
+        ("by_history", "training history"),
+        ("by_gender", "gender"),
+        ("by_age", "age"),
+    ):
+        cells = list(first.get(kind, {}))
+        if not cells:
+            continue
+        counts = " | ".join(f"{c} (n={first[kind][c]['users']})" for c in cells)
+        lines += ["", f"| NDCG@{k} by {label} | {counts} |", "|---|" + "---|" * len(cells)]
+        for f, b in models.items():
+            vals = " | ".join(_fmt(b[kind].get(c, {}).get(f"ndcg@{k}")) for c in cells)
+            lines.append(f"| {f} | {vals} |")
+    return [*lines, ""]
 
 
 def _json(obj: Any) -> str:

@@ -88,15 +88,17 @@ def generate(
         ).cast(pa.string())
 
     user_ids = users + 1
+    # a session in the snapshot's grain: minute 0 when it starts, the other minutes stamped
+    # with the time of the last one (a period cut inside a session keeps only minute 0)
+    rest = minutes > 1
     tables = {
         "interactions": pa.table(
             {
-                "user_id": user_ids,
-                "movie_id": movie_col(items),
-                "minutes": minutes,
-                "max_minute": minutes,
-                "first_ns": first,
-                "last_ns": last,
+                "user_id": np.r_[user_ids, user_ids[rest]],
+                "movie_id": movie_col(np.r_[items, items[rest]]),
+                "time_ns": np.r_[first, last[rest] - 60 * NS],
+                "minutes": np.r_[np.ones(n, np.int32), minutes[rest] - 1],
+                "max_minute": np.r_[np.zeros(n, np.int32), minutes[rest] - 1],
             }
         ),
         "ratings": pa.table(

@@ -8,6 +8,7 @@ from services.common.events import (
     MAX_MINUTE,
     MAX_USER_ID,
     CreateAccountEvent,
+    ExposureEvent,
     RateEvent,
     RecommendationEvent,
     WatchEvent,
@@ -75,4 +76,37 @@ def reco_events(draw: st.DrawFn) -> RecommendationEvent:
     return RecommendationEvent(t, draw(user_ids), draw(hosts), status, (), error, ms, d)
 
 
-events = st.one_of(watch_events(), rate_events(), create_events(), reco_events())
+tokens = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,20}", fullmatch=True)
+
+
+@st.composite
+def exposure_events(draw: st.DrawFn) -> ExposureEvent:
+    """Any valid exposure: with or without a model, fallback, items and per-item arm tags."""
+    t, d = draw(times())
+    model = draw(st.one_of(st.none(), st.tuples(tokens, tokens)))
+    name, version = model if model is not None else (None, None)
+    status = draw(st.one_of(st.just(200), st.just(0), st.integers(100, 599)))
+    items: tuple[str, ...] = ()
+    arms: tuple[str, ...] | None = None
+    if status == 200:
+        items = tuple(draw(st.lists(movie_ids(), max_size=20)))
+        tagged = draw(st.booleans())
+        if items and tagged:
+            arms = tuple(draw(st.lists(tokens, min_size=len(items), max_size=len(items))))
+    return ExposureEvent(
+        t,
+        draw(user_ids),
+        draw(tokens),
+        draw(tokens),
+        name,
+        version,
+        status,
+        draw(st.integers(0, 100_000)),
+        draw(st.one_of(st.none(), tokens)),
+        items,
+        arms,
+        d,
+    )
+
+
+events = st.one_of(watch_events(), rate_events(), create_events(), reco_events(), exposure_events())

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from services.common.events import (
     CreateAccountEvent,
+    ExposureEvent,
     RateEvent,
     Reason,
     RecommendationEvent,
@@ -19,7 +20,7 @@ from services.common.events import (
     parse,
     parse_time,
 )
-from tests.common.strategies import events, movie_ids
+from tests.common.strategies import events, exposure_events, movie_ids
 
 CONTRACT_LINES = [
     "2026-03-02T14:21:02,83916,GET /data/m/the+lost+harbor+1987/17.mpg",
@@ -33,9 +34,21 @@ CONTRACT_LINES = [
     "2026-03-02T02:00:01.099,215124,recommendation request marquee-router:8082, status 0,"
     " result: java.net.ConnectException: Connection refused, 1 ms",
 ]
+# The exposure examples of docs/contract.md: plain, interleaved, fallback, failure.
+EXPOSURE_LINES = [
+    "2026-03-02T14:21:02.123,83916,exposure experiment=canary-7 arm=canary"
+    " model=svd@3f9c0a1b2d4e5f60 status=200 latency_ms=41 fallback=-"
+    " items=the+lost+harbor+1987;night+of+glass+2004",
+    "2026-03-02T14:21:03.5,224612,exposure experiment=ab-3 arm=interleave model=svd@1a2b"
+    " status=200 latency_ms=58 fallback=- items=the+lost+harbor+1987|svd;monsters_+inc.+2001|als",
+    "2026-03-02T14:21:04,99999,exposure experiment=canary-7 arm=stable model=popularity@9e8d"
+    " status=200 latency_ms=602 fallback=timeout items=red+river+crossing+1951",
+    "2026-03-02T14:21:05,99998,exposure experiment=canary-7 arm=canary model=-"
+    " status=503 latency_ms=3 fallback=no_model items=",
+]
 
 
-@pytest.mark.parametrize("line", CONTRACT_LINES)
+@pytest.mark.parametrize("line", CONTRACT_LINES + EXPOSURE_LINES)
 def test_contract_examples_parse_and_format_back(line: str) -> None:
     event = parse(line)
     assert not isinstance(event, Rejected), event
@@ -56,6 +69,33 @@ def test_contract_examples_fields() -> None:
     assert timeout.response_time_ms == 612 and timeout.result == ()
     assert isinstance(refused, RecommendationEvent)
     assert refused.error == "java.net.ConnectException: Connection refused"
+
+
+def test_exposure_examples_fields() -> None:
+    plain, interleaved, fallback, failed = (parse(x) for x in EXPOSURE_LINES)
+    assert isinstance(plain, ExposureEvent)
+    assert plain == ExposureEvent(
+        plain.time_ns,
+        83916,
+        "canary-7",
+        "canary",
+        "svd",
+        "3f9c0a1b2d4e5f60",
+        200,
+        41,
+        None,
+        ("the+lost+harbor+1987", "night+of+glass+2004"),
+        None,
+        3,
+    )
+    assert plain.kind == "exposure"
+    assert isinstance(interleaved, ExposureEvent)
+    assert interleaved.items == ("the+lost+harbor+1987", "monsters_+inc.+2001")
+    assert interleaved.item_arms == ("svd", "als")
+    assert isinstance(fallback, ExposureEvent) and fallback.fallback == "timeout"
+    assert fallback.model_name == "popularity" and fallback.latency_ms == 602
+    assert isinstance(failed, ExposureEvent) and failed.status == 503
+    assert failed.model_name is failed.model_version is None and failed.items == ()
 
 
 @pytest.mark.parametrize(
@@ -154,7 +194,65 @@ MALFORMED = [
         Reason.BAD_RECO_RESULT,
     ),
     (f"{T},83916,recommendation request h:1, result: a+1, 5 ms", Reason.BAD_FIELD_COUNT),
+    (f"{T},83916, exposure experiment=e arm=a", Reason.BAD_WHITESPACE),
 ]
+_X = "exposure experiment=e1 arm=a model=svd@v1 status=200 latency_ms=5 fallback=- items="
+EXPOSURE_MALFORMED = [
+    # The header: fields missing, repeated, out of order, or with bad values.
+    "exposure experiment=e1 arm=a model=svd@v1 status=200 latency_ms=5 fallback=-",
+    "exposure arm=a experiment=e1 model=svd@v1 status=200 latency_ms=5 fallback=- items=",
+    _X.replace("arm=a", "arm=a arm=b"),
+    _X.replace("arm=a ", "arm=a  "),
+    _X + " ",
+    _X.replace("experiment=e1", "experiment="),
+    _X.replace("experiment=e1", "experiment=-"),
+    _X.replace("arm=a", "arm=a|b"),
+    _X.replace("arm=a", "arm=ä"),
+    _X.replace("model=svd@v1", "model=svd"),
+    _X.replace("model=svd@v1", "model=svd@"),
+    _X.replace("model=svd@v1", "model=@v1"),
+    _X.replace("model=svd@v1", "model=svd@v1@v2"),
+    _X.replace("model=svd@v1", "model="),
+    _X.replace("status=200", "status=2000"),
+    _X.replace("status=200", "status=020"),
+    _X.replace("status=200", "status=99"),
+    _X.replace("status=200", "status=ok"),
+    _X.replace("latency_ms=5", "latency_ms=-5"),
+    _X.replace("latency_ms=5", "latency_ms=1.5"),
+    _X.replace("latency_ms=5", "latency_ms=05"),
+    _X.replace("latency_ms=5", "latency_ms=9999999"),
+    _X.replace("fallback=-", "fallback="),
+    _X.replace("fallback=-", "fallback=time out"),
+    "exposure experiment=e1 arm=a model=svd@v1 status=200 latency_ms=5 fallback=- items=a+1, b+2",
+]
+EXPOSURE_BAD_ITEMS = [
+    _X + "The+Godfather+1972",
+    _X + "a+1;;b+2",
+    _X + "a+1;",
+    _X + ";a+1",
+    _X + "a+1,b+2",
+    _X + "a+1|svd;b+2",
+    _X + "a+1;b+2|svd",
+    _X + "a+1|",
+    _X + "a+1|svd|als",
+    _X + "a+1|-",
+    _X.replace("status=200", "status=0") + "a+1",
+    _X.replace("status=200", "status=503") + "a+1|svd",
+]
+
+
+@pytest.mark.parametrize(
+    ("request_text", "reason"),
+    [(r, Reason.BAD_EXPOSURE) for r in EXPOSURE_MALFORMED]
+    + [(r, Reason.BAD_EXPOSURE_ITEMS) for r in EXPOSURE_BAD_ITEMS],
+)
+def test_malformed_exposures_are_rejected_with_their_reason(
+    request_text: str, reason: Reason
+) -> None:
+    result = parse(f"{T},83916,{request_text}")
+    assert isinstance(result, Rejected), result
+    assert result.reason is reason, (result.reason, result.detail)
+    assert result.detail and "\n" not in result.detail
 
 
 @pytest.mark.parametrize(("line", "reason"), MALFORMED)
@@ -166,7 +264,10 @@ def test_malformed_lines_are_rejected_with_their_reason(line: str | bytes, reaso
 
 
 def test_every_reason_is_exercised() -> None:
-    assert {r for _, r in MALFORMED} == set(Reason)
+    assert {r for _, r in MALFORMED} | {Reason.BAD_EXPOSURE, Reason.BAD_EXPOSURE_ITEMS} == set(
+        Reason
+    )
+    assert EXPOSURE_MALFORMED and EXPOSURE_BAD_ITEMS
 
 
 def test_trailing_newline_is_allowed_and_bytes_are_accepted() -> None:
@@ -190,6 +291,14 @@ def test_parse_inverts_format(event: object) -> None:
     line = format_line(event)  # type: ignore[arg-type]
     assert parse(line) == event
     assert parse(line.encode()) == event
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(exposure_events())
+def test_exposures_round_trip(event: ExposureEvent) -> None:
+    line = format_line(event)
+    assert parse(line) == event
+    assert line.split(",", 2)[2].startswith("exposure experiment=")
 
 
 @settings(max_examples=300)
@@ -216,14 +325,35 @@ def test_arbitrary_bytes_never_raise(data: bytes) -> None:
 
 @settings(max_examples=300)
 @given(
-    st.sampled_from(CONTRACT_LINES),
+    st.sampled_from(CONTRACT_LINES + EXPOSURE_LINES),
     st.integers(0, 200),
     st.text(max_size=5),
 )
 def test_mutated_contract_lines_never_raise(line: str, pos: int, junk: str) -> None:
     pos = min(pos, len(line))
     for mutated in (line[:pos], line[:pos] + junk + line[pos:], line[pos:]):
-        assert parse(mutated) is not None
+        result = parse(mutated)
+        if not isinstance(result, Rejected):
+            # Whatever is accepted is canonical: it formats back to exactly the text parsed.
+            assert format_line(result) == mutated.removesuffix("\n").removesuffix("\r")
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(EXPOSURE_LINES),
+    st.integers(0, 200),
+    st.sampled_from([" ", "=", ";", "|", "@", "-", ",", "0", "a", "+", ""]),
+)
+def test_exposure_lines_with_a_character_changed_are_canonical_or_rejected(
+    line: str, pos: int, char: str
+) -> None:
+    pos = min(pos, len(line) - 1)
+    for mutated in (line[:pos] + char + line[pos + 1 :], line[:pos] + char + line[pos:]):
+        result = parse(mutated)
+        if isinstance(result, Rejected):
+            assert isinstance(result.reason, Reason) and result.detail
+        else:
+            assert format_line(result) == mutated
 
 
 def test_parse_of_non_text_is_rejected_not_raised() -> None:

@@ -79,3 +79,39 @@ def test_real_prometheus_scrapes_a_marquee_exporter(
         assert isinstance(labels, dict) and labels["service"] == "exporter"
     finally:
         exporter.kill()
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from services.common.metrics import prepare_multiproc_dir
+    prepare_multiproc_dir(sys.argv[1])
+    open(sys.argv[1] + "/counter_1.db", "wb").write(b"live")
+    print("claimed", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_metrics_folder_in_use_is_never_emptied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.common.metrics import MULTIPROC_ENV, MetricsDirInUseError, prepare_multiproc_dir
+
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # restored after: prepare sets it for this process
+
+    folder = tmp_path / "metrics"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "claimed"
+        with pytest.raises(MetricsDirInUseError, match=f"pid {holder.pid}"):
+            prepare_multiproc_dir(folder)
+        assert (folder / "counter_1.db").read_bytes() == b"live"
+    finally:
+        holder.kill()
+        holder.wait()
+    # Its owner is gone: the next server claims the folder and starts from empty.
+    assert prepare_multiproc_dir(folder) == folder.resolve()
+    assert [p.name for p in folder.iterdir()] == [".lock"]

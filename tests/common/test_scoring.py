@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.artifacts import Artifact, Manifest
-from services.common.scoring import FAMILIES, Scorer, age_group, segment_key
+from services.common.scoring import (
+    FACTOR_FAMILIES,
+    FAMILIES,
+    GRAPH_FAMILIES,
+    NON_PERSONAL,
+    Scorer,
+    age_group,
+    segment_key,
+)
 
 N_USERS, N_ITEMS, N_FACTORS, SEEN = 40, 60, 8, 6
 
@@ -31,7 +39,7 @@ def arrays_for(family: str, seed: int = 0) -> dict[str, npt.NDArray[Any]]:
         "segment_keys": np.array(["F|teen", "M|senior"]),
         "segment_popular": np.stack([rng.permutation(N_ITEMS) for _ in range(2)]).astype(np.int32),
     }
-    if family in ("svd", "als"):
+    if family in FACTOR_FAMILIES:
         a |= {
             "user_factors": rng.standard_normal((N_USERS, N_FACTORS)).astype(np.float32),
             "item_factors": rng.standard_normal((N_ITEMS, N_FACTORS)).astype(np.float32),
@@ -39,7 +47,7 @@ def arrays_for(family: str, seed: int = 0) -> dict[str, npt.NDArray[Any]]:
             "item_bias": item_bias,
             "global_bias": np.array([3.0], dtype=np.float32),
         }
-    elif family == "knn":
+    elif family in GRAPH_FAMILIES:
         k = 7
         nbrs = np.stack([rng.choice(N_ITEMS, k, replace=False) for _ in range(N_ITEMS)])
         a |= {
@@ -50,6 +58,9 @@ def arrays_for(family: str, seed: int = 0) -> dict[str, npt.NDArray[Any]]:
             "item_bias": item_bias,
             "global_bias": np.array([3.0], dtype=np.float32),
         }
+    elif family == "segment":
+        a["segment_scores"] = rng.standard_normal((2, N_ITEMS)).astype(np.float32)
+        a["user_segment"] = rng.integers(0, 2, N_USERS).astype(np.int32)
     else:
         a["item_scores"] = item_bias.copy()
     return a
@@ -69,12 +80,12 @@ def naive_scores(family: str, a: dict[str, npt.NDArray[Any]], u: int) -> npt.NDA
     out = np.zeros(N_ITEMS)
     seen = a["seen_indices"][a["seen_indptr"][u] : a["seen_indptr"][u + 1]]
     for i in range(N_ITEMS):
-        if family in ("svd", "als"):
+        if family in FACTOR_FAMILIES:
             out[i] = (
                 a["global_bias"][0] + a["user_bias"][u] + a["item_bias"][i]
                 + float(np.dot(a["user_factors"][u], a["item_factors"][i]))
             )  # fmt: skip
-        elif family == "knn":
+        elif family in GRAPH_FAMILIES:
             s = a["global_bias"][0] + a["item_bias"][i]
             for pos, j in enumerate(seen):
                 lo, hi = a["knn_indptr"][j], a["knn_indptr"][j + 1]
@@ -82,6 +93,8 @@ def naive_scores(family: str, a: dict[str, npt.NDArray[Any]], u: int) -> npt.NDA
                     if a["knn_indices"][p] == i:
                         s += a["seen_weights"][a["seen_indptr"][u] + pos] * a["knn_sims"][p]
             out[i] = s
+        elif family == "segment":
+            out[i] = a["segment_scores"][a["user_segment"][u], i]
         else:
             out[i] = a["item_scores"][i]
     return out
@@ -115,7 +128,7 @@ def test_recommend_known_and_unknown_users(family: str) -> None:
     ids, personalized = s.recommend(10, 20)
     assert len(ids) == len(set(ids)) == 20
     assert all(isinstance(m, str) for m in ids)
-    assert personalized == (family != "popularity")
+    assert personalized == (family not in NON_PERSONAL)
     cold, personalized = s.recommend(15, 20)  # 15 is not a user id
     assert not personalized
     assert cold == s.ids(s.popular[:20])

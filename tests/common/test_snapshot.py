@@ -19,12 +19,11 @@ def _tables() -> dict[str, pa.Table]:
     tables = {
         "interactions": pa.table(
             {
-                "user_id": [1, 2, 3],
-                "movie_id": ["a+2000", "b+", "c+1999"],
-                "minutes": [10, 20, 30],
-                "max_minute": [9, 19, 29],
-                "first_ns": [100, 200, 300],
-                "last_ns": [150, 250, 350],
+                "user_id": [1, 1, 2, 3],
+                "movie_id": ["a+2000", "a+2000", "b+", "c+1999"],
+                "time_ns": [100, 350, 200, 300],
+                "minutes": [10, 5, 20, 30],
+                "max_minute": [9, 14, 19, 29],
             }
         ),
         "ratings": pa.table(
@@ -72,10 +71,11 @@ def test_same_inputs_give_same_bytes(tmp_path: Path) -> None:
 
 def test_manifest_counts_and_time_range(tmp_path: Path) -> None:
     m = write_snapshot(tmp_path / "s", tables=_tables(), until_ns=1000)
-    assert m["row_counts"] == {"interactions": 3, "movies": 3, "ratings": 1, "users": 3}
+    assert m["row_counts"] == {"interactions": 4, "movies": 3, "ratings": 1, "users": 3}
     assert m["time_range"] == {"min_ns": 100, "max_ns": 350}
     snap = read_snapshot(tmp_path / "s")
-    assert snap.interactions.column("user_id").to_pylist() == [1, 2, 3]
+    assert snap.interactions.column("user_id").to_pylist() == [1, 1, 2, 3]
+    assert snap.interactions.column("time_ns").to_pylist() == [100, 350, 200, 300]
     assert snap.content_hash == m["content_hash"]
 
 

@@ -15,12 +15,16 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from tests.infra import ROOT
 
 
-def ingest_env(bootstrap: str, topic: str, dlq: str, **extra: Any) -> dict[str, str]:
-    """Environment for an ingest subprocess."""
+def ingest_env(
+    bootstrap: str, topics: str | Sequence[str], dlq: str, **extra: Any
+) -> dict[str, str]:
+    """Environment for an ingest subprocess reading ``topics`` (one name or several)."""
+    names = [topics] if isinstance(topics, str) else list(topics)
+    topic = names[0]
     env = {
         **os.environ,
         "MARQUEE_INGEST_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "MARQUEE_INGEST_TOPIC": topic,
+        "MARQUEE_INGEST_TOPICS": ",".join(names),
         "MARQUEE_INGEST_DLQ_TOPIC": dlq,
         "MARQUEE_INGEST_GROUP_ID": f"ingest-{topic}",
         "MARQUEE_INGEST_GROUP_INSTANCE_ID": f"ingest-{topic}-0",
@@ -29,6 +33,7 @@ def ingest_env(bootstrap: str, topic: str, dlq: str, **extra: Any) -> dict[str, 
         "MARQUEE_INGEST_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
+    env.pop("MARQUEE_INGEST_TOPIC", None)  # the deprecated alias would clash with TOPICS
     env.update({f"MARQUEE_INGEST_{k.upper()}": str(v) for k, v in extra.items()})
     return env
 

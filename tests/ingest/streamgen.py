@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from services.common.events import (
     CreateAccountEvent,
     Event,
+    ExposureEvent,
     RateEvent,
     RecommendationEvent,
     WatchEvent,
@@ -59,6 +60,29 @@ def events(n: int, seed: int = 0, users: int = 500, start_ns: int = T0) -> Itera
 def lines(n: int, seed: int = 0, **kw: int) -> list[str]:
     """``n`` valid stream lines."""
     return [format_line(e) for e in events(n, seed, **kw)]
+
+
+def exposure_lines(n: int, seed: int = 0, start_ns: int = T0, users: int = 500) -> list[str]:
+    """``n`` valid exposure lines (the router's topic), in increasing time, every arm shape."""
+    rng = random.Random(seed)
+    t, out = start_ns, []
+    for _ in range(n):
+        t += rng.randrange(1, 2_000_000_000)
+        t -= t % 1_000_000  # milliseconds, as the router writes
+        r = rng.random()
+        items = tuple(rng.sample(MOVIES[7:], rng.randint(1, 20)))
+        if r < 0.7:
+            ev = ExposureEvent(t, rng.randrange(1, users), "canary-7", "canary", "svd", "3f9c",
+                               200, rng.randrange(1, 300), None, items, None, 3)  # fmt: skip
+        elif r < 0.9:
+            arms = tuple(rng.choice(("svd", "als")) for _ in items)
+            ev = ExposureEvent(t, rng.randrange(1, users), "ab-3", "interleave", "svd", "1a2b",
+                               200, rng.randrange(1, 300), None, items, arms, 3)  # fmt: skip
+        else:
+            ev = ExposureEvent(t, rng.randrange(1, users), "canary-7", "canary", None, None,
+                               503, 3, "no_model", (), None, 3)  # fmt: skip
+        out.append(format_line(ev))
+    return out
 
 
 # Malformed lines of every kind, with the reason ingest must quarantine them under.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import namedtuple
 from pathlib import Path
@@ -9,13 +10,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from services.common.events import format_line, parse
+from services.common.events import format_line, parse_time
 from services.ingest.core import Ingestor, request_shape
 from services.ingest.store import COMMITS_DIR, META_OFFSETS, EventStore, StoreError
 from tests.ingest.streamgen import MALFORMED, lines
 
 Rec = namedtuple("Rec", "offset value timestamp")
-KAFKA_MS = 1_772_409_600_000  # 2026-03-02
+KAFKA_MS = 1_796_083_200_000  # 2026-12-01: the lines went into Kafka after their own time
 
 
 def recs(values: list[bytes], start: int = 0) -> list[Rec]:
@@ -31,7 +32,7 @@ def test_valid_lines_round_trip_through_segments(tmp_path: Path) -> None:
     ing = Ingestor(EventStore(tmp_path, writer=True))
     assert ing.add(0, recs([v.encode() for v in values])) == 5_000
     commit = ing.flush()
-    assert commit is not None and commit.offsets == {0: (0, 4_999)}
+    assert commit is not None and commit.offsets == {("movielog", 0): (0, 4_999)}
     assert stored_lines(tmp_path) == sorted(values)
     assert ing.flush() is None  # nothing buffered: no empty commit
 
@@ -55,9 +56,9 @@ def test_layout_is_by_type_and_date_with_offsets_in_metadata(tmp_path: Path) -> 
         "events/create_account/date=2026-03-03/c0000000001.parquet",
     ]
     meta = pq.read_schema(tmp_path / files[1]).metadata
-    assert json.loads(meta[META_OFFSETS]) == {"2": [41, 41]}
+    assert json.loads(meta[META_OFFSETS]) == {"movielog": {"2": [41, 41]}}
     manifest = json.loads((tmp_path / COMMITS_DIR / "c0000000001.json").read_text())
-    assert manifest["offsets"] == {"2": [40, 41]}
+    assert manifest["offsets"] == {"movielog": {"2": [40, 41]}}
 
 
 @pytest.mark.parametrize(("raw", "reason"), MALFORMED, ids=[r for _, r in MALFORMED])
@@ -104,7 +105,7 @@ def test_files_of_an_uncommitted_flush_are_removed_on_open(tmp_path: Path) -> No
     (tmp_path / COMMITS_DIR / "c0000000002.json").unlink()
     (tmp_path / COMMITS_DIR / ".tmp-c0000000003.json").write_text("{")
     store = EventStore(tmp_path, writer=True)
-    assert store.next_offsets() == {0: 500}
+    assert store.next_offsets() == {("movielog", 0): 500}
     assert not list(tmp_path.rglob("c0000000002.parquet"))
     assert not list(tmp_path.rglob(".tmp-*"))
     again = Ingestor(store)
@@ -138,47 +139,226 @@ def test_one_writer_per_store(tmp_path: Path) -> None:
     EventStore(tmp_path)  # readers are always welcome
 
 
+# --- stream time ---------------------------------------------------------------------------
+# Lines as (event time, Kafka record time): "live" lines entered Kafka at their own time,
+# "backfill" lines (history produced now) entered Kafka months after it.
+
+LIVE, BACKFILL = "live", "backfill"
+DAY_MS = 86_400_000
+
+
+def ms(text: str) -> int:
+    """The record time (ms) of a line produced at zone-less ``text``."""
+    t = parse_time(text)
+    assert t is not None
+    return t[0] // 1_000_000
+
+
+def ns(text: str) -> int:
+    return ms(text) * 1_000_000
+
+
+def at(start: str, seconds: float) -> str:
+    """``start`` plus ``seconds``, as a stream time."""
+    t = dt.datetime.fromisoformat(start) + dt.timedelta(seconds=seconds)
+    return t.isoformat(timespec="seconds")
+
+
+def line(time: str, user: int) -> bytes:
+    return f"{time},{user},GET /create_account".encode()
+
+
+class Stream:
+    """Builds one partition's records: consecutive offsets, users numbered from 1."""
+
+    def __init__(self) -> None:
+        self.recs: list[Rec] = []
+
+    def add(self, time: str, record_ms: int | None = None, mode: str = LIVE) -> int:
+        """Append a line stamped ``time``; return its user id (= offset + 1)."""
+        if record_ms is None:
+            record_ms = ms(time) if mode == LIVE else KAFKA_MS
+        user = len(self.recs) + 1
+        self.recs.append(Rec(len(self.recs), line(time, user), record_ms))
+        return user
+
+    def normal(self, n: int, start: str, mode: str = LIVE, step_s: float = 1) -> list[int]:
+        return [self.add(at(start, i * step_s), mode=mode) for i in range(n)]
+
+
+def run(path: Path, recs: list[Rec], batch: int = 7) -> tuple[Ingestor, list[int], list]:
+    """Ingest ``recs`` in small batches; return the ingestor, stored users, quarantine."""
+    ing = Ingestor(EventStore(path, writer=True))
+    for i in range(0, len(recs), batch):
+        ing.add(0, recs[i : i + batch])
+    ing.flush()
+    store = EventStore(path)
+    users = sorted(store.read("create_account")["user_id"].to_pylist())
+    q = store.read("quarantine", columns=["offset", "reason", "detail"]).to_pylist()
+    return ing, users, sorted((r["offset"] + 1, r["reason"], r["detail"]) for r in q)
+
+
+@pytest.mark.parametrize(
+    ("bad", "record", "mode", "reason"),
+    [
+        ("2099-01-01T00:00:00", "2026-03-02T10:00:00", LIVE, "time_in_future"),
+        ("2026-03-05T10:00:00", "2026-03-02T10:00:00", LIVE, "time_in_future"),  # 3 days ahead
+        ("2026-06-01T00:00:00", None, BACKFILL, "time_in_future"),  # months before Kafka saw it
+        ("2026-01-01T00:00:00", "2026-03-02T10:00:00", LIVE, "too_late"),
+        ("1999-03-02T10:00:00", None, BACKFILL, "too_late"),
+    ],
+    ids=["live-2099", "live-3-days", "backfill-months", "live-past", "backfill-past"],
+)
+def test_a_bad_first_line_is_quarantined_and_changes_nothing_else(
+    tmp_path: Path, bad: str, record: str | None, mode: str, reason: str
+) -> None:
+    """The first line of a partition gets the same care as the rest: it cannot set the time."""
+    s = Stream()
+    s.add(bad, ms(record) if record else KAFKA_MS)
+    good = s.normal(40, "2026-03-02T10:00:00", mode)
+    ing, users, q = run(tmp_path / "bad", s.recs)
+    assert users == good
+    assert [(u, r) for u, r, _ in q] == [(1, reason)]
+    # Nothing else changes: the same stream without the bad line ends at the same stream time.
+    clean = Stream()
+    clean.normal(40, "2026-03-02T10:00:00", mode)
+    ref, ref_users, ref_q = run(tmp_path / "clean", clean.recs)
+    assert ref_q == [] and len(ref_users) == len(users)
+    assert ing.stream_time(0) == ref.stream_time(0)
+    assert ing._buf.late == 0
+
+
+@pytest.mark.parametrize("mode", [LIVE, BACKFILL])
+def test_a_burst_of_future_lines_in_the_middle_moves_nothing(tmp_path: Path, mode: str) -> None:
+    s = Stream()
+    good = s.normal(40, "2026-03-02T10:00:00", mode)
+    # The burst entered Kafka with the stream around it.
+    kafka_ms = ms("2026-03-02T10:01:00") if mode == LIVE else KAFKA_MS
+    # Far ahead: of the record time (live), or of stream time by a month, which the record time
+    # does not vouch for (backfill).
+    far = [
+        s.add(at("2026-03-02T10:01:00", d * 86_400 + i), kafka_ms)
+        for i, d in enumerate([2, 30, 30, 40, 365])
+    ]
+    # Creeping, each line 20 h after the one before: a backfilled line within the tolerance of
+    # the newest ones is plausible and stored, but the burst is shorter than the quorum, so
+    # stream time stays where the stream is.  Live, all but the first are ahead of Kafka.
+    creep = [s.add(at("2026-03-02T10:01:00", (i + 1) * 20 * 3_600), kafka_ms) for i in range(15)]
+    good += s.normal(40, "2026-03-02T10:01:00", mode)
+    ing, users, q = run(tmp_path, s.recs)
+    if mode == LIVE:
+        far += creep[1:]
+        good += creep[:1]
+    else:
+        good += creep
+    assert users == sorted(good)
+    assert [(u, r) for u, r, _ in q] == [(u, "time_in_future") for u in sorted(far)]
+    assert ns("2026-03-02T10:01:00") <= ing.stream_time(0) <= ns("2026-03-02T10:01:40")
+
+
+def test_a_live_line_in_the_middle_of_a_backfill_does_not_move_stream_time(tmp_path: Path) -> None:
+    """A line stamped near its record time is vouched for, and stored, but one is no quorum."""
+    s = Stream()
+    good = s.normal(40, "2026-03-02T10:00:00", BACKFILL)
+    good += [s.add("2026-11-30T23:59:00", mode=LIVE)]
+    good += s.normal(40, "2026-03-02T10:01:00", BACKFILL)
+    ing, users, q = run(tmp_path, s.recs)
+    assert users == good and q == []
+    assert ing.stream_time(0) <= ns("2026-03-02T10:01:40")
+
+
+def test_a_stream_resumed_after_a_long_pause_is_stored(tmp_path: Path) -> None:
+    """Months without lines, ingest restarted in between: the resumed stream is all stored."""
+    s = Stream()
+    before = s.normal(40, "2026-03-02T10:00:00", LIVE)
+    ing, _, _ = run(tmp_path, s.recs)
+    march = ing.stream_time(0)
+    assert march is not None and ns("2026-03-02T10:00:00") < march <= ns("2026-03-02T10:00:40")
+    ing.store.close()
+    again = Ingestor(EventStore(tmp_path, writer=True))
+    assert again.stream_time(0) == march
+    resumed = Stream()
+    resumed.recs = list(s.recs)
+    after = [resumed.add(at("2026-11-30T12:00:00", i), mode=LIVE) for i in range(3)]
+    again.add(0, resumed.recs[40:])
+    assert again.stream_time(0) == march  # three lines are no quorum
+    after += resumed.normal(40, "2026-11-30T12:00:03", LIVE)
+    # Late lines after the resume are judged against the new stream time.
+    stale = resumed.add("2026-03-02T10:00:41", ms("2026-11-30T12:01:00"))
+    future = resumed.add("2099-01-01T00:00:00", ms("2026-11-30T12:01:00"))
+    again.add(0, resumed.recs[43:])
+    assert ns("2026-11-30T12:00:00") <= again.stream_time(0) <= ns("2026-11-30T12:00:43")
+    again.flush()
+    store = EventStore(tmp_path)
+    assert sorted(store.read("create_account")["user_id"].to_pylist()) == before + after
+    q = store.read("quarantine").to_pylist()
+    assert [(r["offset"] + 1, r["reason"]) for r in q] == [
+        (stale, "too_late"),
+        (future, "time_in_future"),
+    ]
+    assert store.heads() == {("movielog", 0): again.stream_time(0)}
+
+
+@pytest.mark.parametrize("skew_h", [-6, 6, 20])
+def test_a_producer_clock_skewed_within_the_tolerance_is_harmless(
+    tmp_path: Path, skew_h: int
+) -> None:
+    """Record times (the producer's CreateTime) off by hours: every line is stored."""
+    s = Stream()
+    start = "2026-03-02T10:00:00"
+    good = [s.add(at(start, i), ms(at(start, i)) + skew_h * 3_600_000) for i in range(40)]
+    _, users, q = run(tmp_path, s.recs)
+    assert users == good and q == []
+
+
+def test_a_producer_clock_skewed_beyond_the_tolerance_is_quarantined_until_fixed(
+    tmp_path: Path,
+) -> None:
+    """Beyond the tolerance a line cannot be told from a future one: quarantined, loudly, and
+    stream time stays put, so the lines after the clock is fixed are stored as before."""
+    s = Stream()
+    good = s.normal(40, "2026-03-02T10:00:00", LIVE)
+    slow = [
+        s.add(at("2026-03-02T10:01:00", i), ms("2026-03-02T10:01:00") - 2 * DAY_MS)
+        for i in range(20)
+    ]
+    good += s.normal(40, "2026-03-02T10:02:00", LIVE)
+    ing, users, q = run(tmp_path, s.recs)
+    assert users == good
+    assert [(u, r) for u, r, _ in q] == [(u, "time_in_future") for u in slow]
+    assert all("ahead of its Kafka record time" in d for _, _, d in q)
+    assert ns("2026-03-02T10:02:00") <= ing.stream_time(0) <= ns("2026-03-02T10:02:40")
+
+
 def test_time_checks_survive_a_restart(tmp_path: Path) -> None:
+    s = Stream()
+    s.normal(20, "2026-03-02T11:59:40", BACKFILL)
     ing = Ingestor(EventStore(tmp_path, writer=True), late_window_s=60, max_lateness_s=3_600)
-    ing.add(0, recs([b"2026-03-02T12:00:00,1,GET /create_account"]))
+    ing.add(0, s.recs)
     ing.flush()
     ing.store.close()
+    head = ing.stream_time(0)
+    assert head is not None and ns("2026-03-02T11:59:40") <= head <= ns("2026-03-02T12:00:00")
     again = Ingestor(EventStore(tmp_path, writer=True), late_window_s=60, max_lateness_s=3_600)
-    again.add(
-        0,
-        recs(
-            [
-                b"2026-03-02T11:30:00,2,GET /create_account",  # late, within max lateness: stored
-                b"2026-03-02T10:00:00,3,GET /create_account",  # beyond max lateness
-                b"2026-03-05T12:00:00,4,GET /create_account",  # two days ahead of the head
-                b"2026-03-02T12:00:30,5,GET /create_account",
-            ],
-            1,
-        ),
-    )
+    assert again.stream_time(0) == head
+    late = s.add("2026-03-02T11:30:00", mode=BACKFILL)  # late, within max lateness: stored
+    stale = s.add("2026-03-02T10:00:00", mode=BACKFILL)  # beyond max lateness
+    future = s.add("2026-03-05T12:00:00", mode=BACKFILL)  # two days ahead of stream time
+    ok = s.add("2026-03-02T12:00:30", mode=BACKFILL)
+    again.add(0, s.recs[20:])
     assert again._buf.late == 1
     again.flush()
     store = EventStore(tmp_path)
-    assert sorted(store.read("create_account")["user_id"].to_pylist()) == [1, 2, 5]
-    assert store.read("quarantine")["reason"].to_pylist() == ["too_late", "time_in_future"]
-    assert store.heads() == {0: parse("2026-03-02T12:00:30,5,GET /create_account").time_ns}
-
-
-def test_a_stream_resuming_after_a_pause_is_not_in_the_future(tmp_path: Path) -> None:
-    """Event times far ahead of the head are fine when Kafka received them just as late."""
-    ing = Ingestor(EventStore(tmp_path, writer=True))
-    ing.add(0, recs([b"2026-03-02T12:00:00,1,GET /create_account"]))
-    nine_months_ms = 273 * 86_400_000
-    resumed = [
-        Rec(1, b"2026-11-30T12:00:00,2,GET /create_account", KAFKA_MS + nine_months_ms),
-        Rec(2, b"2026-11-30T12:00:01,3,GET /create_account", KAFKA_MS + nine_months_ms),
-        Rec(3, b"2099-01-01T00:00:00,4,GET /create_account", KAFKA_MS + nine_months_ms),
+    users = store.read("create_account")["user_id"].to_pylist()
+    assert late in users and ok in users and len(users) == 22
+    q = store.read("quarantine").to_pylist()
+    assert [(r["offset"] + 1, r["reason"]) for r in q] == [
+        (stale, "too_late"),
+        (future, "time_in_future"),
     ]
-    ing.add(0, resumed)
-    ing.flush()
-    store = EventStore(tmp_path)
-    assert sorted(store.read("create_account")["user_id"].to_pylist()) == [1, 2, 3]
-    assert store.read("quarantine")["reason"].to_pylist() == ["time_in_future"]
+    assert store.heads() == {
+        ("movielog", 0): head
+    }  # two accepted lines are no quorum: stream time stays
 
 
 def test_flush_triggers_by_count_bytes_and_age(tmp_path: Path) -> None:

@@ -148,5 +148,54 @@ def test_settings_need_a_store_and_document_every_field(monkeypatch: pytest.Monk
     monkeypatch.setenv("MARQUEE_INGEST_FLUSH_MAX_EVENTS", "123")
     s = IngestSettings()
     assert s.store_path == Path("/data/events") and s.flush_max_events == 123
-    assert s.dlq_topic == "movielog-dlq" and s.topic == "movielog"
+    assert s.dlq_topic == "movielog-dlq" and s.topics == ("movielog", "exposures")
     assert all(f.description for f in IngestSettings.model_fields.values())
+
+
+def test_run_serves_the_ops_port_on_loopback_with_a_production_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ingest run`` puts its ops port on waitress (not Werkzeug's development server), bound
+    to loopback unless told otherwise, and closes it when the consumer stops."""
+    import signal
+
+    import requests
+
+    from services.ingest import cli
+    from tests.infra import free_port
+
+    port = free_port()
+    seen: dict[str, Any] = {}
+
+    class FakeService(_Status):
+        def __init__(self, settings: IngestSettings, stop: Any) -> None:
+            super().__init__(True)
+            seen["host"] = settings.http_host
+
+        def run(self) -> int:
+            resp = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            seen["server"], seen["ready"] = resp.headers.get("Server"), resp.json()
+            return 0
+
+    for var in ("MARQUEE_INGEST_HTTP_HOST", "MARQUEE_INGEST_HTTP_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MARQUEE_INGEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("MARQUEE_INGEST_LOG_JSON", "false")
+    monkeypatch.setattr("services.ingest.consumer.IngestService", FakeService)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    try:
+        assert cli.main(["run", "--store", str(tmp_path), "--port", str(port)]) == 0
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
+    assert seen == {
+        "host": "127.0.0.1",
+        "server": "marquee",
+        "ready": {"status": "ready", "detail": "partitions [0]"},
+    }
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

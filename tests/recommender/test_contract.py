@@ -16,7 +16,7 @@ from services.recommender.synthetic import write_synthetic_model
 from tests.recommender.conftest import SIZES, settings_for
 
 KNOWN = range(1, SIZES["n_users"] + 1)
-UNKNOWN = (0, 10_000, 2**63 - 1)
+UNKNOWN = (301, 10_000, 2**63 - 1)  # ids are positive: 0 is a 400
 
 
 def assert_contract(resp_data: bytes, content_type: str, valid_ids: set[str]) -> list[str]:
@@ -111,6 +111,8 @@ def test_provenance_headers_and_access_log(
         "1" * 5000,
         "%00",
         "",
+        "0",  # ids are positive
+        "000",
     ],
 )
 def test_bad_user_id_is_400_with_one_line(client: FlaskClient, raw: str) -> None:
@@ -149,7 +151,7 @@ def test_probes_and_metrics(client: FlaskClient, svd_v1: Manifest) -> None:
         f'marquee_recommender_requests_total{{model_version="{svd_v1.version}",status="200"}} 2.0'
         in body
     )
-    assert 'marquee_recommender_requests_total{model_version="none",status="400"} 1.0' in body
+    assert 'marquee_recommender_requests_total{model_version="",status="400"} 1.0' in body
     assert "marquee_recommender_request_duration_seconds_bucket" in body
     assert "marquee_recommender_cold_starts_total" in body
     assert "user_id" not in body

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,16 +21,31 @@ from tests.recommender.conftest import settings_for
 
 
 class FakeUsers:
-    """A loopback user API: ids below 1000 exist; ``delay`` slows every answer."""
+    """A loopback user API: ids below 10**12 exist; ``delay`` slows every answer, ``drip``
+    sends the body one byte at a time with that many seconds between bytes."""
 
     def __init__(self) -> None:
         self.hits = 0
         self.delay = 0.0
+        self.drip = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                fake.hits += 1
+                with lock:
+                    fake.hits += 1
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with lock:
+                        fake.in_flight -= 1
+
+            def _answer(self) -> None:
                 time.sleep(fake.delay)
                 uid = int(self.path.rsplit("/", 1)[-1])
                 if uid >= 10**12:
@@ -41,7 +57,13 @@ class FakeUsers:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not fake.drip:
+                    self.wfile.write(body)
+                    return
+                for i in range(len(body)):  # every read is quick; the whole answer is not
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    time.sleep(fake.drip)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -111,8 +133,67 @@ def test_slow_user_api_costs_one_timeout_then_is_skipped(
     assert time.perf_counter() - started < 0.2
     assert users.hits == 1
     body = client.get("/metrics").data.decode()
-    assert 'marquee_recommender_user_lookups_total{result="error"} 1.0' in body
+    assert 'marquee_recommender_user_lookups_total{result="timeout"} 1.0' in body
     assert 'marquee_recommender_user_lookups_total{result="skipped"} 10.0' in body
+
+
+def test_a_trickling_user_api_cannot_stretch_the_deadline(users: FakeUsers) -> None:
+    """The deadline is total: a body sent byte by byte, each byte within a socket timeout, is
+    still cut off at the deadline; the late answer fills the cache for next time."""
+    users.drip = 0.03  # about 50 bytes: 1.5 s in all, every read well under 0.1 s
+    metrics = RecommenderMetrics()
+    demo = UserDemographics(users.url, metrics, timeout_s=0.1, cooldown_s=0.0)
+    started = time.perf_counter()
+    assert demo.segment(5000) is None
+    assert time.perf_counter() - started < 0.4
+    assert metrics.user_lookups.labels("timeout")._value.get() == 1
+    deadline = time.monotonic() + 5
+    while demo._cached(5000, demo._clock()) != (True, "F|young_adult"):
+        assert time.monotonic() < deadline, "the late answer never reached the cache"
+        time.sleep(0.05)
+    assert demo.segment(5000) == "F|young_adult"
+    assert users.hits == 1
+    demo.close()
+
+
+def test_many_unknown_users_at_once_cannot_tie_up_the_workers(
+    registry_root: Path, svd_v1: Manifest, users: FakeUsers
+) -> None:
+    """Concurrent look-ups are bounded: past the bound an unknown user gets the overall list
+    at once, and known users are never held up."""
+    users.delay = 1.0
+    app = create_app(
+        settings_for(
+            registry_root,
+            users_api_url=users.url,
+            users_api_timeout_s=0.1,
+            users_api_concurrency=2,
+            users_api_cooldown_s=0.0,
+        )
+    )
+    scorer = runtime_of(app).holder.current.scorer  # type: ignore[union-attr]
+    popular = scorer.ids(scorer.popular[:20])
+
+    def get(uid: int) -> tuple[int, list[str], float]:
+        started = time.perf_counter()
+        resp = app.test_client().get(f"/recommend/{uid}")
+        return resp.status_code, resp.data.decode().split(","), time.perf_counter() - started
+
+    with ThreadPoolExecutor(9) as pool:
+        unknown = [pool.submit(get, uid) for uid in range(6000, 6008)]
+        known = pool.submit(get, 7)
+        results = [f.result() for f in unknown]
+        known_code, _, known_s = known.result()
+    assert [code for code, _, _ in results] == [200] * 8
+    assert all(items == popular for _, items, _ in results)
+    assert max(s for _, _, s in results) < 0.5, "every answer within the deadline and then some"
+    assert known_code == 200 and known_s < 0.5
+    assert users.max_in_flight <= 2 and users.hits <= 2
+    lookups = runtime_of(app).metrics.user_lookups
+    timeouts = lookups.labels("timeout")._value.get()
+    saturated = lookups.labels("saturated")._value.get()
+    assert timeouts + saturated == 8 and saturated >= 6
+    runtime_of(app).stop()
 
 
 def test_unreachable_user_api_falls_back_to_overall_popularity(

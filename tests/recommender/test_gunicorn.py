@@ -52,6 +52,7 @@ class Server:
     root: Path
     v1: Manifest
     log: Path
+    env: dict[str, str]
 
     def metrics(self) -> dict[tuple[str, str], float]:
         """Aggregated /metrics samples keyed by (name, label text)."""
@@ -109,9 +110,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.kill()
             pytest.fail(f"server did not become ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.1)
-    srv = Server(proc=proc, url=url, root=root, v1=v1, log=log)
+    srv = Server(proc=proc, url=url, root=root, v1=v1, log=log, env=env)
     # /readyz answers from the first worker up; wait for the second to publish its model too.
-    wait_until(lambda: srv.total("marquee_recommender_model_info") == 2, timeout=30, every=0.05)
+    wait_until(lambda: srv.total("marquee_recommender_model_workers") == 2, timeout=30, every=0.05)
     yield srv
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -143,9 +144,66 @@ def test_contract_and_aggregated_metrics(server: Server) -> None:
         for uid in range(100, 140):  # enough to reach both workers
             check_answer(s.get(f"{server.url}/recommend/{uid}", timeout=2))
     assert server.total("marquee_recommender_requests_total", status="200") - before == 44
-    info = server.metrics()
-    pids = {lbl for (n, lbl), v in info.items() if n == "marquee_recommender_model_info" and v == 1}
-    assert len(pids) == 2, "one model_info series per live worker"
+    assert server.total("marquee_recommender_model_workers", model_version=server.v1.version) == 2
+    info = [lbl for (n, lbl) in server.metrics() if n == "marquee_recommender_model_info"]
+    assert len(info) == 1 and "pid" not in info[0], "one model_info series, not one per worker"
+
+
+def test_a_second_server_never_touches_the_first_ones_metrics(
+    server: Server, tmp_path: Path
+) -> None:
+    busy_port = server.url.rsplit(":", 1)[1]
+    shared = server.env["MARQUEE_RECOMMENDER_METRICS_DIR"]
+    version = {"model_version": server.v1.version}
+    name = "marquee_recommender_request_duration_seconds_count"
+    before = server.total(name, **version)
+    cases = [
+        (f"127.0.0.1:{busy_port}", shared, "Address already in use"),  # the issue's run
+        (f"127.0.0.1:{busy_port}", str(tmp_path / "own"), "Address already in use"),
+        (f"127.0.0.1:{free_port()}", shared, "in use by a running server"),
+    ]
+    for bind, metrics_dir, why in cases:
+        second = subprocess.run(
+            [sys.executable, "-m", "services.cli", "serve", "--bind", bind,
+             "--metrics-dir", metrics_dir],
+            env=server.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert why in second.stderr and "Traceback" not in second.stderr, second.stderr
+    assert not (tmp_path / "own").exists(), "a server that cannot bind touches nothing"
+    with requests.Session() as s:
+        for uid in range(200, 230):
+            check_answer(s.get(f"{server.url}/recommend/{uid}", timeout=2))
+    assert server.total(name, **version) - before == 30, "the live server's metrics still count"
+
+
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (the gunicorn workers of a master)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+def test_worker_restart_does_not_multiply_model_info(server: Server) -> None:
+    workers = _children(server.proc.pid)
+    assert len(workers) == 2
+    os.kill(min(workers), signal.SIGKILL)
+    wait_until(
+        lambda: len(_children(server.proc.pid) - workers) == 1
+        and server.total("marquee_recommender_model_workers") == 2,
+        timeout=30,
+        every=0.05,
+    )
+    info = "marquee_recommender_model_info"
+    series = [(lbl, v) for (n, lbl), v in server.metrics().items() if n == info]
+    assert len(series) == 1 and series[0][1] == 1, series
+    assert server.total("marquee_recommender_model_workers") == 2
 
 
 class Load:
@@ -196,7 +254,8 @@ def test_hot_swap_under_load_then_tampered_artifact_refused(server: Server) -> N
         v2 = write_synthetic_model(server.root, seed=2, **SIZES)  # registers and flips stable
         flipped = time.monotonic()
         wait_until(
-            lambda: server.total("marquee_recommender_model_info", model_version=v2.version) == 2,
+            lambda: server.total("marquee_recommender_model_workers", model_version=v2.version)
+            == 2,
             timeout=15,
             every=0.05,
         )

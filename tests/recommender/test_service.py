@@ -1,43 +1,17 @@
-"""The plain core: user id parsing and the never-empty, never-failing answer."""
+"""The plain core: the never-empty, never-failing answer (ids: tests/common/test_service.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from services.common.artifacts import Manifest, Registry, write_artifact
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.model import ModelHolder
-from services.recommender.service import (
-    MAX_USER_ID,
-    InvalidUserIdError,
-    RecommendationService,
-    parse_user_id,
-)
+from services.recommender.service import RecommendationService
 from services.recommender.synthetic import synthetic_arrays
 from tests.recommender.conftest import SIZES
-
-
-@given(st.integers(min_value=0, max_value=MAX_USER_ID))
-def test_every_int64_user_id_parses(n: int) -> None:
-    assert parse_user_id(str(n)) == n
-
-
-@given(st.text(max_size=30))
-def test_any_text_parses_or_raises_invalid_user_id(raw: str) -> None:
-    try:
-        n = parse_user_id(raw)
-    except InvalidUserIdError as exc:
-        reason = str(exc)
-        assert reason
-        assert "\n" not in reason
-        return
-    assert raw.isascii()
-    assert raw.isdigit()
-    assert 0 <= n <= MAX_USER_ID
 
 
 def make_service(root: Path) -> tuple[RecommendationService, RecommenderMetrics]:

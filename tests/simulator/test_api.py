@@ -30,9 +30,11 @@ def test_user_lookup(client: FlaskClient) -> None:
     assert list(doc) == ["user_id", "age", "occupation", "gender"]  # the contract's order
 
 
-@pytest.mark.parametrize(("path", "code"), [("/user/0", 404), ("/user/99999999", 404),
+@pytest.mark.parametrize(("path", "code"), [("/user/0", 400), ("/user/99999999", 404),
                                             ("/user/abc", 400), ("/user/-3", 400),
-                                            ("/user/1.5", 400), ("/nowhere", 404)])  # fmt: skip
+                                            ("/user/1.5", 400), ("/nowhere", 404),
+                                            (f"/user/{2**63}", 400),
+                                            ("/user/00", 400)])  # fmt: skip
 def test_bad_user_ids_get_a_json_4xx(client: FlaskClient, path: str, code: int) -> None:
     r = client.get(path)
     assert r.status_code == code
@@ -104,7 +106,7 @@ def test_injected_api_errors_and_slowness(small_world: World, tmp_path: object) 
 
 def test_ops_endpoints(client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
-    assert client.get("/readyz").get_json() == {"status": "ready"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "detail": "serving"}
     client.get("/user/1")
     text = client.get("/metrics").get_data(as_text=True)
     assert 'marquee_sim_api_requests_total{code="200",endpoint="user"}' in text

@@ -6,26 +6,8 @@ import numpy as np
 import pytest
 
 from services.common.events import is_movie_id
-from services.simulator.catalog import GENRES, build_catalog, slugify
+from services.simulator.catalog import GENRES, build_catalog
 from services.simulator.world import World
-
-
-@pytest.mark.parametrize(
-    ("title", "year", "slug"),
-    [
-        ("The Godfather", 1972, "the+godfather+1972"),
-        ("Monsters, Inc.", 2001, "monsters_+inc.+2001"),
-        ("Cheech & Chong", 1985, "cheech++chong+1985"),
-        ("Heaven's Gate", 1980, "heaven's+gate+1980"),
-        ("Spider-Man 2", 2004, "spider-man+2+2004"),
-        ("Star Wars: Episode IV", 1977, "star+wars+episode+iv+1977"),
-        ("Amélie", 2001, "amélie+2001"),
-        ("Untitled Project", None, "untitled+project+"),
-    ],
-)
-def test_slugify_keeps_the_real_quirks(title: str, year: int | None, slug: str) -> None:
-    assert slugify(title, year) == slug
-    assert is_movie_id(slug)
 
 
 def test_synthetic_ids_are_unique_valid_and_quirky(small_world: World) -> None:
@@ -66,3 +48,18 @@ def test_movielens_catalog_seeds_titles_years_and_genres(ml100k: str) -> None:
 def test_unknown_catalog_source_is_refused() -> None:
     with pytest.raises(ValueError, match="catalog source"):
         build_catalog(100, np.random.default_rng(0), "imdb:/nowhere")
+
+
+def test_a_movielens_catalog_alone_is_ml100k_with_the_trainers_ids(ml100k: str) -> None:
+    from services.simulator.app import world_config
+    from services.simulator.settings import SimulatorSettings
+    from services.trainer.movielens import load_tables  # the test may span services; code not
+
+    settings = SimulatorSettings(catalog=f"movielens:{ml100k}", n_users=100)
+    cfg = world_config(settings)
+    cat = build_catalog(cfg.n_movies, np.random.default_rng(0), cfg.catalog)
+    tables, _ = load_tables(ml100k)
+    served = tables["movies"]["movie_id"].to_pylist()
+    assert len(cat) == 1_682
+    assert cat.ids == served, "the simulator's ids are the ids the trainer serves"
+    assert "the+empire+strikes+back+1980" in cat.index

@@ -62,6 +62,7 @@ def test_live_calls_the_recommender_and_users_react(
     # Stamped near the wall clock, never in the future of the simulated clock.
     assert min(e.time_ns for e in events) >= start
     rate = watch_rate(lines)
-    assert rate.trials == len(recos) and rate.successes > 0
+    # Lists of the last 15 simulated minutes are still open: pending, not failures.
+    assert rate.trials + rate.pending == len(recos) and rate.successes > 0
     assert any(isinstance(e, WatchEvent) for e in events)
     assert (tmp_path / "truth" / "user_factors.npy").is_file()

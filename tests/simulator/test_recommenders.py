@@ -8,10 +8,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
 from services.common.events import RecommendationEvent, format_line, parse
+from services.common.service import CLIENT_TIME_HEADER
 from services.simulator.recommenders import (
     HttpRecommender,
     OracleRecommender,
@@ -69,6 +70,7 @@ def server(small_world: World) -> Iterator[str]:
     """A tiny recommender with a route per behaviour, on a loopback port of its own."""
     app = Flask("fake-recommender")
     ids = small_world.catalog.ids
+    seen = CLOCKS
 
     @app.get("/good/recommend/<int:user>")
     def good(user: int) -> Response:
@@ -82,6 +84,12 @@ def server(small_world: World) -> Iterator[str]:
     @app.get("/broken/recommend/<int:user>")
     def broken(user: int) -> tuple[str, int]:
         return "boom, really: broken\nsecond line", 500
+
+    @app.get("/clock/recommend/<int:user>")
+    def clock(user: int) -> Response:
+        # echoes the caller's clock header back as the first "movie" position, for the test
+        seen.append(request.headers.get(CLIENT_TIME_HEADER))
+        return Response(ids[0], mimetype="text/plain")
 
     @app.get("/spaces/recommend/<int:user>")
     def spaces(user: int) -> Response:
@@ -127,3 +135,16 @@ def test_http_answers_map_to_contract_statuses(small_world: World, server: str) 
     assert _line(sp).result == ()
     for rec in (good, refused):
         rec.close()
+
+
+CLOCKS: list[str | None] = []
+
+
+def test_http_calls_carry_the_worlds_clock(small_world: World, server: str) -> None:
+    """The simulated call time goes along, so a trusting router stamps exposures with it."""
+    rec = HttpRecommender(f"{server}/clock", small_world)
+    CLOCKS.clear()
+    rec.recommend(np.array([3, 4]), 1_772_400_000_000_000_000)
+    rec.recommend(np.array([5]), 0)  # no clock known: no header
+    assert sorted(CLOCKS, key=str) == ["1772400000000000000", "1772400000000000000", None]
+    rec.close()

@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.infra import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = Path(sys.executable).parent / "dvc"
@@ -28,7 +29,7 @@ def pipeline_copy(repo: Path, snapshot_dir: Path) -> dict[str, str]:
     Returns the environment to run ``dvc`` in it.
     """
     if not DVC.is_file():
-        pytest.skip("dvc is not installed in this environment")
+        skip_or_fail(f"dvc is not installed at {DVC}; run 'make setup'")
     (repo / "services").mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)

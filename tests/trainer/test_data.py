@@ -27,7 +27,7 @@ def test_split_is_temporal_and_disjoint(prepared: td.Prepared) -> None:
     test = set((p["test"].inter_user.astype(np.int64) * n + p["test"].inter_item).tolist())
     assert train.isdisjoint(test)
     assert len(p["test"].inter_user) > 0 and len(p["val"].inter_user) > 0
-    total = sum(len(x.inter_user) for x in p.values())
+    total = sum(len(p[x].inter_user) for x in td.PERIODS)
     assert abs(len(p["test"].inter_user) / total - 0.1) < 0.02
 
 
@@ -39,6 +39,7 @@ def test_check_disjoint_catches_an_overlap(prepared: td.Prepared) -> None:
         np.r_[test.inter_item, train.inter_item[:1]],
         np.r_[test.inter_minutes, train.inter_minutes[:1]],
         np.r_[test.inter_time, test.inter_time[:1]],
+        np.r_[test.inter_last, test.inter_time[:1]],
         test.rate_user,
         test.rate_item,
         test.rate_value,
@@ -94,15 +95,17 @@ def test_tiny_and_single_user_inputs() -> None:
     tables, _ = synthetic.generate(n_users=1, n_items=5, mean_watches=3, seed=1)
     p = td.prepare(tables, {"content_hash": "x"}, 0.2, 0.2)
     assert p.n_users == 1
-    assert sum(len(x.inter_user) for x in p.periods.values()) == tables["interactions"].num_rows
-    # everything at one instant: one period gets it all, the rest are empty — no crash
     t = tables["interactions"]
-    same = t.set_column(4, "first_ns", pa.array(np.full(t.num_rows, 10, np.int64)))
+    pairs = len(set(zip(t["user_id"].to_pylist(), t["movie_id"].to_pylist(), strict=True)))
+    assert sum(len(p.periods[x].inter_user) for x in td.PERIODS) <= pairs
+    assert len(p.periods["all"].inter_user) == pairs
+    # everything at one instant: one period gets it all, the rest are empty — no crash
+    same = t.set_column(2, "time_ns", pa.array(np.full(t.num_rows, 10, np.int64)))
     p2 = td.prepare(
         {**tables, "interactions": same, "ratings": tables["ratings"].slice(0, 0)}, {}, 0.1, 0.1
     )
-    sizes = sorted(len(x.inter_user) for x in p2.periods.values())
-    assert sizes == [0, 0, t.num_rows]
+    sizes = sorted(len(p2.periods[x].inter_user) for x in td.PERIODS)
+    assert sizes == [0, 0, pairs]
 
 
 def test_movielens_conversion(ml100k: str) -> None:
@@ -116,3 +119,87 @@ def test_movielens_conversion(ml100k: str) -> None:
     assert "toy+story+1995" in ids
     assert tables["users"].num_rows == 943
     assert prov["content_hash"] and prov["time_range"]["min_ns"] < prov["time_range"]["max_ns"]
+
+
+def _tables(watches: list[tuple[int, str, int, int]], ratings: list[tuple[int, str, int, int]]):
+    """Snapshot tables from (user, movie, time, minutes) and (user, movie, time, rating) rows."""
+    inter = pa.table(
+        {
+            "user_id": pa.array([w[0] for w in watches], pa.int64()),
+            "movie_id": [w[1] for w in watches],
+            "time_ns": pa.array([w[2] for w in watches], pa.int64()),
+            "minutes": pa.array([w[3] for w in watches], pa.int32()),
+            "max_minute": pa.array([w[3] for w in watches], pa.int32()),
+        }
+    )
+    rates = pa.table(
+        {
+            "user_id": pa.array([r[0] for r in ratings], pa.int64()),
+            "movie_id": [r[1] for r in ratings],
+            "rating": pa.array([r[3] for r in ratings], pa.int8()),
+            "time_ns": pa.array([r[2] for r in ratings], pa.int64()),
+        }
+    )
+    empty = synthetic.generate(n_users=1, n_items=1, seed=0)[0]
+    return {
+        "interactions": inter,
+        "ratings": rates,
+        "users": empty["users"].slice(0, 0),
+        "movies": empty["movies"].slice(0, 0),
+    }
+
+
+def test_each_period_is_cut_at_its_own_boundary() -> None:
+    # ten watches start at t = 0..9 and one rating at t = 3: of these eleven pair times the
+    # last 30% (from t = 6) are held out, the last 10% (from t = 8) test
+    watches = [(u, f"m{u}+", u, 10) for u in range(10)]
+    # user 0's session on m0+ goes on into validation (t=7) and test (t=9): 10 + 5 + 7 minutes
+    watches += [(0, "m0+", 7, 5), (0, "m0+", 9, 7)]
+    # user 0 rates m0+ 2 during training, then re-rates it 5 during the test period
+    ratings = [(0, "m0+", 3, 2), (0, "m0+", 9, 5)]
+    p = td.prepare(_tables(watches, ratings), {}, val_fraction=0.2, test_fraction=0.1)
+    assert p.info["cutoffs_ns"] == {"val": 6, "test": 8}
+    train, everything = p.periods["train"], p.periods["all"]
+    u0 = int(np.searchsorted(p.user_ids, 0))
+    m0 = int(np.searchsorted(p.item_ids, "m0+"))
+    row = np.flatnonzero((train.inter_user == u0) & (train.inter_item == m0))
+    assert train.inter_minutes[row].tolist() == [10.0]  # not the 12 minutes watched after t=6
+    assert train.inter_last[row].tolist() == [0]
+    assert train.rate_value.tolist() == [2.0]  # the value given then, not the later re-rating
+    assert train.rate_time.tolist() == [3]
+    # the pair is training's: it is no held-out watch or rating of a later period
+    for name in ("val", "test"):
+        assert m0 not in p.periods[name].inter_item.tolist()
+        assert len(p.periods[name].rate_value) == 0
+    # the model that serves sees everything: every minute, the latest rating
+    row = np.flatnonzero((everything.inter_user == u0) & (everything.inter_item == m0))
+    assert everything.inter_minutes[row].tolist() == [22.0]
+    assert everything.inter_last[row].tolist() == [9]
+    assert everything.rate_value.tolist() == [5.0]
+    assert p.all_periods().train is everything
+    td.check_disjoint(p)
+
+
+def test_check_disjoint_looks_at_every_time_column(prepared: td.Prepared) -> None:
+    train = prepared.periods["train"]
+    cut = prepared.info["cutoffs_ns"]["val"]
+    # a training watch whose first minute is in time but whose minutes run past the cut-off
+    late = td.Period(
+        *(
+            np.r_[train.inter_last[:-1], cut] if f == "inter_last" else getattr(train, f)
+            for f in td.Period.__dataclass_fields__
+        )
+    )
+    assert int(late.inter_time.max()) < cut
+    bad = td.Prepared(
+        prepared.item_ids,
+        prepared.user_ids,
+        prepared.gender,
+        prepared.age,
+        {**prepared.periods, "train": late},
+        prepared.info,
+    )
+    with pytest.raises(
+        td.LeakageError, match=r"train has an event after its period ends \(inter_last\)"
+    ):
+        td.check_disjoint(bad)

@@ -1,4 +1,4 @@
-"""The four families: serving conventions, determinism, round trip, safety, edge cases."""
+"""The model families: serving conventions, determinism, round trip, safety, edge cases."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ from services.trainer.evaluate import predict_ratings
 from services.trainer.models import FAMILIES, KNNModel, SVDModel
 from services.trainer.models.knn import baselines, topk_similarities
 from services.trainer.models.svd import surprise_trainset
+from tests.infra import import_or_skip
 
 SMALL = {
     "svd": {"n_factors": 8, "n_epochs": 5},
     "knn": {"k": 10},
     "popularity": {},
     "als": {"factors": 8, "iterations": 3, "threads": 1},
+    "bpr": {"factors": 8, "iterations": 5, "threads": 1},
+    "ease": {"l2": 50.0, "max_items": 100, "neighbours": 20},
+    "segment": {"half_life_days": 30.0},
 }
 
 
@@ -257,7 +261,7 @@ def test_no_pickle_in_the_trainer() -> None:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_the_recommender_accepts_every_family(fitted: dict, family: str, tmp_path: Path) -> None:
-    model = pytest.importorskip("services.recommender.model")
+    model = import_or_skip("services.recommender.model")
     from services.common.artifacts import Registry
 
     f = fitted[family]
@@ -268,3 +272,99 @@ def test_the_recommender_accepts_every_family(fitted: dict, family: str, tmp_pat
     registry.register(tmp_path / "a", "canary")
     loaded = model.load_model(registry, family, "canary")  # sha256, array checks, warm-up
     assert loaded.family == family
+
+
+def test_ease_graph_is_the_closed_form_when_nothing_is_cut(prepared: td.Prepared) -> None:
+    from services.trainer.models import EASEModel
+
+    l2 = 30.0
+    f = EASEModel({"l2": l2, "max_items": 10_000, "neighbours": 10_000}, seed=0).fit(prepared)
+    s = f.scorer
+    x = prepared.seen_matrix("train")[np.searchsorted(prepared.user_ids, s.user_ids)].toarray()
+    watched = np.flatnonzero(x.sum(axis=0) > 0)
+    g = x[:, watched].T @ x[:, watched] + l2 * np.eye(len(watched))
+    p = np.linalg.inv(g)
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    expected = np.zeros(prepared.n_items)
+    for u in (0, 5, 17):
+        expected[:] = 0.0
+        expected[watched] = x[u, watched] @ b
+        got = s.scores(u) - s.item_bias  # the bias is only the popularity tie-break
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.all(s.item_bias < 1e-3)
+
+
+def test_ease_caps_items_and_neighbours(prepared: td.Prepared) -> None:
+    from services.trainer.models import EASEModel
+
+    a = EASEModel({"max_items": 20, "neighbours": 5}, seed=0).fit(prepared).arrays
+    rows = np.diff(a["knn_indptr"])
+    assert (rows > 0).sum() <= 20 and rows.max() <= 5  # only the 20 most popular have weights
+    assert len(np.unique(a["knn_indices"])) <= 20
+
+
+def test_bm25_weighting_matches_implicit() -> None:
+    import scipy.sparse as sp
+    from implicit.nearest_neighbours import bm25_weight
+
+    from services.trainer.models.als import bm25
+
+    rng = np.random.default_rng(3)
+    m = sp.random(30, 40, density=0.2, random_state=4, format="csr", dtype=np.float64)
+    m.data = rng.integers(1, 5, m.nnz).astype(np.float64)
+    ours = bm25(m, 50.0, 0.7).toarray()
+    theirs = bm25_weight(m.T.tocoo(), K1=50.0, B=0.7).T.toarray()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_als_bm25_is_trained_and_unknown_weighting_refused(prepared: td.Prepared) -> None:
+    base = {"factors": 8, "iterations": 3, "threads": 1}
+    log_f = FAMILIES["als"](base, seed=1).fit(prepared).arrays["item_factors"]
+    bm_f = FAMILIES["als"]({**base, "weighting": "bm25"}, seed=1).fit(prepared).arrays
+    assert not np.allclose(log_f, bm_f["item_factors"])
+    with pytest.raises(ValueError, match="weighting"):
+        FAMILIES["als"]({**base, "weighting": "tfidf"}, seed=1).fit(prepared)
+
+
+def test_segment_scores_are_each_users_segment(prepared: td.Prepared) -> None:
+    f = FAMILIES["segment"]({"shrinkage": 0.0}, seed=0).fit(prepared)
+    s = f.scorer
+    segs = prepared.segments()
+    keys = f.arrays["segment_keys"].tolist()
+    for row in (0, 3, 9):
+        uid = int(s.user_ids[row])
+        seg = segs[np.searchsorted(prepared.user_ids, uid)]
+        np.testing.assert_array_equal(s.scores(row), f.arrays["segment_scores"][keys.index(seg)])
+    # an unknown user gets the same segment's list, from the artifact's cold-start lists
+    seg = str(keys[0])
+    cold, personalized = s.recommend(10**9, 5, segment=seg)
+    assert not personalized and cold == s.ids(s.segments[seg][:5])
+    # overwhelming shrinkage: every segment's list follows overall popularity
+    g = FAMILIES["segment"]({"shrinkage": 1e12}, seed=0).fit(prepared).arrays
+    overall = g["segment_scores"].mean(axis=0)
+    for r in g["segment_popular"]:
+        assert np.all(np.diff(overall[r]) <= 1e-9)
+
+
+def test_recency_prior_adds_exactly_to_the_item_bias(prepared: td.Prepared) -> None:
+    from services.trainer.models.base import recency_prior
+
+    plain = FAMILIES["ease"](SMALL["ease"], seed=0).fit(prepared).arrays["item_bias"]
+    params = {**SMALL["ease"], "prior_weight": 0.5, "prior_half_life_days": 7.0}
+    with_prior = FAMILIES["ease"](params, seed=0).fit(prepared).arrays["item_bias"]
+    np.testing.assert_allclose(with_prior - plain, recency_prior(prepared, 0.5, 7.0), atol=1e-6)
+    assert recency_prior(prepared, 0.5, 7.0).max() == pytest.approx(0.5)
+
+
+def test_cold_start_lists_follow_recency_and_shrinkage(prepared: td.Prepared) -> None:
+    from services.trainer.models.base import cold_start_arrays
+
+    plain = cold_start_arrays(prepared, 20)
+    assert np.array_equal(plain["popular"], cold_start_arrays(prepared, 20, 0.0, 0.0)["popular"])
+    recent = cold_start_arrays(prepared, 20, 0.5, 0.0)
+    assert not np.array_equal(plain["popular"], recent["popular"])  # a short half-life reorders
+    shrunk = cold_start_arrays(prepared, 20, 0.0, 1e12)
+    counts = np.bincount(prepared.train.pairs(prepared.n_items) % prepared.n_items)
+    for r in shrunk["segment_popular"]:  # ordered by overall popularity
+        assert np.all(np.diff(counts[r]) <= 0)

@@ -1,11 +1,14 @@
-"""The four model families behind one interface: ``fit(prepared) → Fitted`` (artifact arrays)."""
+"""The model families behind one interface: ``fit(prepared) → Fitted`` (artifact arrays)."""
 
 from __future__ import annotations
 
 from services.trainer.models.als import ALSModel
 from services.trainer.models.base import Fitted, ModelFamily
+from services.trainer.models.bpr import BPRModel
+from services.trainer.models.ease import EASEModel
 from services.trainer.models.knn import KNNModel
 from services.trainer.models.popularity import PopularityModel
+from services.trainer.models.segment import SegmentModel
 from services.trainer.models.svd import SVDModel
 
 FAMILIES: dict[str, type[ModelFamily]] = {
@@ -13,14 +16,20 @@ FAMILIES: dict[str, type[ModelFamily]] = {
     "knn": KNNModel,
     "popularity": PopularityModel,
     "als": ALSModel,
+    "bpr": BPRModel,
+    "ease": EASEModel,
+    "segment": SegmentModel,
 }
 
 __all__ = [
     "FAMILIES",
     "ALSModel",
+    "BPRModel",
+    "EASEModel",
     "Fitted",
     "KNNModel",
     "ModelFamily",
     "PopularityModel",
     "SVDModel",
+    "SegmentModel",
 ]

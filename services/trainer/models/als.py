@@ -9,7 +9,12 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from services.trainer.data import Prepared
-from services.trainer.models.base import Arrays, ModelFamily, users_with_train_data
+from services.trainer.models.base import (
+    PRIOR_DEFAULTS,
+    Arrays,
+    ModelFamily,
+    users_with_train_data,
+)
 from services.trainer.util import interactive, limit_blas_threads
 
 
@@ -30,6 +35,23 @@ def confidence_matrix(data: Prepared, known: npt.NDArray[np.bool_]) -> sp.csr_ma
     return out
 
 
+def bm25(matrix: sp.csr_matrix, k1: float, b: float) -> sp.csr_matrix:
+    """BM25 confidence of users × items: saturates repeats, discounts heavy users' items.
+
+    Each item is a "document" of its viewers: a viewer who watched many movies says less about
+    any one of them (idf over users), and a very popular movie's votes are length-normalized.
+    """
+    coo = matrix.T.tocoo()  # items × users
+    n_items = float(coo.shape[0])
+    idf = np.log(n_items) - np.log1p(np.bincount(coo.col, minlength=coo.shape[1]))
+    lengths = np.asarray(coo.sum(axis=1)).reshape(-1)
+    norm = (1.0 - b) + b * lengths / max(float(lengths.mean()), 1e-12)
+    data = coo.data * (k1 + 1.0) / (k1 * norm[coo.row] + coo.data) * idf[coo.col]
+    out = sp.csr_matrix((data.astype(np.float32), (coo.col, coo.row)), shape=matrix.shape)
+    out.sort_indices()
+    return out
+
+
 class ALSModel(ModelFamily):
     """Hu–Koren–Volinsky ALS via ``implicit``; scores are dot products (zero biases)."""
 
@@ -40,6 +62,11 @@ class ALSModel(ModelFamily):
         "alpha": 10.0,
         "iterations": 15,
         "threads": 0,
+        **PRIOR_DEFAULTS,
+        # confidence: "log" = log(1 + minutes watched); "bm25" = BM25 of that (bm25_k1, bm25_b)
+        "weighting": "log",
+        "bm25_k1": 100.0,
+        "bm25_b": 0.8,
     }
 
     def known_users(self, data: Prepared) -> npt.NDArray[np.bool_]:
@@ -56,6 +83,10 @@ class ALSModel(ModelFamily):
         user_factors = np.zeros((n_users, factors), np.float32)
         item_factors = np.zeros((data.n_items, factors), np.float32)
         matrix = confidence_matrix(data, known)
+        if p["weighting"] == "bm25" and matrix.nnz:
+            matrix = bm25(matrix, float(p["bm25_k1"]), float(p["bm25_b"]))
+        elif p["weighting"] != "log":
+            raise ValueError(f"als: weighting must be 'log' or 'bm25', not {p['weighting']!r}")
         if matrix.nnz:
             # BLAS threads on top of implicit's own threads only oversubscribe the cores
             with limit_blas_threads(1):

@@ -22,6 +22,57 @@ from services.common.scoring import Scorer
 from services.trainer.data import Prepared
 
 Arrays = dict[str, npt.NDArray[Any]]
+NS_PER_DAY = 86_400 * 1_000_000_000
+COLD_DEFAULTS: dict[str, Any] = {
+    "popular_k": 200,
+    "cold_half_life_days": 0.0,
+    "cold_shrinkage": 0.0,
+}
+"""Parameters every family takes: the cold-start lists' length, recency half-life, shrinkage."""
+PRIOR_DEFAULTS: dict[str, Any] = {"prior_weight": 0.0, "prior_half_life_days": 14.0}
+"""A recency-popularity prior added to ``item_bias`` (families whose defaults include these):
+``prior_weight`` × (decayed distinct viewers / the top item's), so a personalized score also
+knows what is being watched now."""
+
+
+def recency_prior(data: Prepared, weight: float, half_life_days: float) -> npt.NDArray[np.float32]:
+    """``weight`` × recency-weighted popularity scaled to [0, 1] (zeros when ``weight`` is 0)."""
+    if weight == 0:
+        return np.zeros(data.n_items, np.float32)
+    _, items, weights = recency_votes(data, half_life_days)
+    pop = np.bincount(items, weights=weights, minlength=data.n_items)
+    return (weight * pop / max(float(pop.max(initial=0.0)), 1e-12)).astype(np.float32)
+
+
+def recency_votes(
+    data: Prepared, half_life_days: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """(user, item, weight) per training (user, movie) pair, weighted by its latest event.
+
+    The weight halves every ``half_life_days`` before the end of training (1 for all when 0):
+    relevance is "watched in the next weeks", which favours what is watched now.
+    """
+    tr = data.train
+    keys = np.concatenate(
+        [
+            tr.inter_user.astype(np.int64) * data.n_items + tr.inter_item,
+            tr.rate_user.astype(np.int64) * data.n_items + tr.rate_item,
+        ]
+    )
+    times = np.concatenate([tr.inter_time, tr.rate_time])
+    if len(keys) == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, np.zeros(0)
+    # one vote per (user, movie): its latest event
+    order = np.lexsort((times, keys))
+    last = np.r_[keys[order][1:] != keys[order][:-1], True]
+    keys, times = keys[order][last], times[order][last]
+    weights = np.ones(len(keys))
+    if half_life_days > 0:
+        age_days = (times.max() - times) / NS_PER_DAY
+        weights = np.exp2(-age_days / half_life_days)
+    users, items = np.divmod(keys, data.n_items)
+    return users, items, weights
 
 
 def item_popularity(data: Prepared) -> npt.NDArray[np.float64]:
@@ -42,13 +93,19 @@ def rank_items(
     return out
 
 
-def cold_start_arrays(data: Prepared, popular_k: int) -> Arrays:
-    """``popular`` and ``segment_keys``/``segment_popular``: the answers for unknown users."""
+def cold_start_arrays(
+    data: Prepared, popular_k: int, half_life_days: float = 0.0, shrinkage: float = 0.0
+) -> Arrays:
+    """``popular`` and ``segment_keys``/``segment_popular``: the answers for unknown users.
+
+    Both count distinct training viewers, each vote decayed by ``half_life_days`` (0: all-time
+    counts); a segment's share of viewers is shrunk toward the overall share with the weight of
+    ``shrinkage`` pseudo-users (0: the segment's own counts, overall popularity on ties).
+    """
     k = min(popular_k, data.n_items)
-    overall = item_popularity(data)
-    popular = rank_items(overall, np.zeros_like(overall), k)
-    keys = data.train.pairs(data.n_items)
-    users, items = np.divmod(keys, data.n_items)
+    users, items, weights = recency_votes(data, half_life_days)
+    overall = np.bincount(items, weights=weights, minlength=data.n_items).astype(np.float64)
+    popular = rank_items(overall, item_popularity(data), k)
     seg_of_user = data.segments()
     seg_names, seg_index = np.unique(seg_of_user, return_inverse=True)
     seg_index = seg_index.reshape(-1)
@@ -57,11 +114,17 @@ def cold_start_arrays(data: Prepared, popular_k: int) -> Arrays:
     pos[present] = np.arange(len(present))
     counts = (
         np.bincount(
-            pos[seg_index[users]] * data.n_items + items, minlength=len(present) * data.n_items
+            pos[seg_index[users]] * data.n_items + items,
+            weights=weights,
+            minlength=len(present) * data.n_items,
         )
         .astype(np.float64)
         .reshape(len(present), data.n_items)
     )
+    if shrinkage > 0 and len(present):
+        active = np.bincount(pos[seg_index[np.unique(users)]], minlength=len(present))
+        share = overall / max(float(len(np.unique(users))), 1.0)
+        counts = (counts + shrinkage * share[None, :]) / (active[:, None] + shrinkage)
     seg_popular = np.zeros((len(present), k), np.int32)
     for row in range(len(present)):
         # ties (and items the segment never watched) fall back to overall popularity
@@ -134,10 +197,10 @@ class ModelFamily(ABC):
 
     def __init__(self, params: Mapping[str, Any] | None = None, seed: int = 0) -> None:
         """Keep the family's defaults overridden by ``params``; reject unknown keys."""
-        unknown = set(params or {}) - set(self.defaults) - {"popular_k"}
+        unknown = set(params or {}) - set(self.defaults) - set(COLD_DEFAULTS)
         if unknown:
             raise ValueError(f"{self.family}: unknown parameters {sorted(unknown)}")
-        self.params: dict[str, Any] = {**self.defaults, "popular_k": 200, **dict(params or {})}
+        self.params: dict[str, Any] = {**self.defaults, **COLD_DEFAULTS, **dict(params or {})}
         self.seed = int(seed)
 
     @abstractmethod
@@ -156,8 +219,20 @@ class ModelFamily(ABC):
         known = self.known_users(data)
         arrays: Arrays = {"item_ids": data.item_ids.astype(str)}
         arrays.update(seen_arrays(data, known))
-        arrays.update(cold_start_arrays(data, int(self.params["popular_k"])))
+        arrays.update(
+            cold_start_arrays(
+                data,
+                int(self.params["popular_k"]),
+                float(self.params["cold_half_life_days"]),
+                float(self.params["cold_shrinkage"]),
+            )
+        )
         arrays.update(self.family_arrays(data, known))
+        if "prior_weight" in self.params:
+            prior = recency_prior(
+                data, float(self.params["prior_weight"]), float(self.params["prior_half_life_days"])
+            )
+            arrays["item_bias"] = (arrays["item_bias"] + prior).astype(np.float32)
         return Fitted(
             family=self.family,
             params={"seed": self.seed, **self.params},

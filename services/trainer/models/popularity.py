@@ -8,9 +8,12 @@ import numpy as np
 import numpy.typing as npt
 
 from services.trainer.data import Prepared
-from services.trainer.models.base import Arrays, ModelFamily, users_with_train_data
-
-NS_PER_DAY = 86_400 * 1_000_000_000
+from services.trainer.models.base import (
+    Arrays,
+    ModelFamily,
+    recency_votes,
+    users_with_train_data,
+)
 
 
 class PopularityModel(ModelFamily):
@@ -25,24 +28,6 @@ class PopularityModel(ModelFamily):
 
     def family_arrays(self, data: Prepared, known: npt.NDArray[np.bool_]) -> Arrays:
         """``item_scores``: (decayed) distinct-viewer counts."""
-        tr = data.train
-        keys = np.concatenate(
-            [
-                tr.inter_user.astype(np.int64) * data.n_items + tr.inter_item,
-                tr.rate_user.astype(np.int64) * data.n_items + tr.rate_item,
-            ]
-        )
-        times = np.concatenate([tr.inter_time, tr.rate_time])
-        half_life = float(self.params["half_life_days"])
-        if len(keys) == 0:
-            return {"item_scores": np.zeros(data.n_items, np.float32)}
-        # one vote per (user, movie): its latest event
-        order = np.lexsort((times, keys))
-        last = np.r_[keys[order][1:] != keys[order][:-1], True]
-        keys, times = keys[order][last], times[order][last]
-        weights = np.ones(len(keys))
-        if half_life > 0:
-            age_days = (times.max() - times) / NS_PER_DAY
-            weights = np.exp2(-age_days / half_life)
-        scores = np.bincount(keys % data.n_items, weights=weights, minlength=data.n_items)
+        _, items, weights = recency_votes(data, float(self.params["half_life_days"]))
+        scores = np.bincount(items, weights=weights, minlength=data.n_items)
         return {"item_scores": scores.astype(np.float32)}

@@ -1,0 +1,1 @@
+"""The monitor: online evaluation per arm, statistics, decisions and the experiment page."""

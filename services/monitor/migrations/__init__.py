@@ -1,0 +1,1 @@
+"""Alembic migrations of the monitor's history tables (``marquee monitor migrate``)."""

@@ -1,0 +1,69 @@
+"""gunicorn configuration of the router, driven by ``RouterSettings`` (env).
+
+    python -m gunicorn -c services/router/gunicorn_conf.py   # what ``marquee route serve`` runs
+
+gthread workers (about one per core) with several threads each: a request mostly waits on its
+upstream, so threads overlap those waits.  Threads do not survive fork: each worker starts its
+own config watcher and exposure sender in post_worker_init.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from services.router.settings import RouterSettings
+
+_settings = RouterSettings()  # required fields come from env
+_metrics_dir = _settings.metrics_dir.resolve()
+# prometheus_client picks its multiprocess mode when imported, so the folder and the variable
+# must exist before the app is imported.  A HUP reload re-reads this file in the same master:
+# the marker keeps it from wiping the live workers' files.
+if os.environ.get("MARQUEE_ROUTER_METRICS_PREPARED") != str(os.getpid()):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+    from services.common.metrics import prepare_multiproc_dir
+
+    prepare_multiproc_dir(_metrics_dir)
+    os.environ["MARQUEE_ROUTER_METRICS_PREPARED"] = str(os.getpid())
+
+from services.common.logging import configure_logging  # noqa: E402
+
+configure_logging(_settings.log_level, _settings.log_json)
+
+wsgi_app = "services.router.app:create_app()"
+bind = [_settings.bind]
+workers = _settings.workers
+worker_class = "gthread"
+threads = _settings.threads
+preload_app = True  # a bad experiment file fails once, in the master, before any worker
+graceful_timeout = _settings.graceful_timeout_s
+timeout = 30
+keepalive = 5  # the streaming client reuses connections
+backlog = 2048
+accesslog = None  # the app writes its own JSON access log with the arm and fallback
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+proc_name = "marquee-router"
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start the config watcher and the exposure sender in each worker (after fork)."""
+    from services.router.app import runtime_of
+
+    runtime_of(worker.wsgi).start()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Stop background work; buffered exposure events get a last chance to be sent."""
+    from services.router.app import runtime_of
+
+    wsgi = getattr(worker, "wsgi", None)
+    if wsgi is not None:
+        runtime_of(wsgi).stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the aggregate."""
+    from services.common.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
