@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import FrameType
 from typing import Any, Final, TypeVar
 
@@ -120,3 +120,36 @@ def settings_from_flags(
         for field, value in update.items():
             os.environ[f"{prefix}{field.upper()}"] = str(value)
     return cls(**update)
+
+
+WorkerHook = Callable[..., None]
+
+
+def gunicorn_worker_hooks(app_module: str) -> tuple[WorkerHook, WorkerHook, WorkerHook]:
+    """gunicorn's ``post_worker_init``, ``worker_exit`` and ``child_exit`` for a service app.
+
+    ``app_module`` has ``runtime_of(app)`` with ``start()`` and ``stop()``.  It is imported only
+    inside the hooks: the config file runs before prometheus_client may be imported.
+    """
+    import importlib
+
+    def runtime(wsgi: Any) -> Any:
+        return importlib.import_module(app_module).runtime_of(wsgi)
+
+    def post_worker_init(worker: Any) -> None:
+        """Start the app's background work in each worker (threads do not survive fork)."""
+        runtime(worker.wsgi).start()
+
+    def worker_exit(server: Any, worker: Any) -> None:
+        """Stop background work, so a graceful shutdown finishes what is in flight."""
+        wsgi = getattr(worker, "wsgi", None)
+        if wsgi is not None:
+            runtime(wsgi).stop()
+
+    def child_exit(server: Any, worker: Any) -> None:
+        """Drop a dead worker's live gauges from the multiprocess aggregate."""
+        from services.common.metrics import mark_worker_dead
+
+        mark_worker_dead(worker.pid)
+
+    return post_worker_init, worker_exit, child_exit

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from services.common.runtime import pin_blas_threads
 
@@ -46,6 +45,7 @@ if os.environ.get("MARQUEE_RECOMMENDER_METRICS_PREPARED") != str(os.getpid()):
     os.environ["MARQUEE_RECOMMENDER_METRICS_PREPARED"] = str(os.getpid())
 
 from services.common.logging import configure_logging  # noqa: E402
+from services.common.runtime import gunicorn_worker_hooks  # noqa: E402
 
 configure_logging(_settings.log_level, _settings.log_json)
 if _settings.log_json:
@@ -92,24 +92,5 @@ loglevel = _settings.log_level.lower()
 proc_name = "marquee-recommender"
 
 
-def post_worker_init(worker: Any) -> None:
-    """Start the model watcher in each worker (after fork, with the app loaded)."""
-    from services.recommender.app import runtime_of
-
-    runtime_of(worker.wsgi).start()
-
-
-def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the watcher so a graceful shutdown does not race a model load."""
-    from services.recommender.app import runtime_of
-
-    wsgi = getattr(worker, "wsgi", None)
-    if wsgi is not None:
-        runtime_of(wsgi).stop()
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges (model_info) from the aggregate."""
-    from services.common.metrics import mark_worker_dead
-
-    mark_worker_dead(worker.pid)
+# Start and stop each worker's background work; drop dead workers' gauges (services.common).
+post_worker_init, worker_exit, child_exit = gunicorn_worker_hooks("services.recommender.app")

@@ -10,7 +10,6 @@ own config watcher and exposure sender in post_worker_init.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from services.router.settings import RouterSettings
 
@@ -27,6 +26,7 @@ if os.environ.get("MARQUEE_ROUTER_METRICS_PREPARED") != str(os.getpid()):
     os.environ["MARQUEE_ROUTER_METRICS_PREPARED"] = str(os.getpid())
 
 from services.common.logging import configure_logging  # noqa: E402
+from services.common.runtime import gunicorn_worker_hooks  # noqa: E402
 
 configure_logging(_settings.log_level, _settings.log_json)
 
@@ -46,24 +46,5 @@ loglevel = _settings.log_level.lower()
 proc_name = "marquee-router"
 
 
-def post_worker_init(worker: Any) -> None:
-    """Start the config watcher and the exposure sender in each worker (after fork)."""
-    from services.router.app import runtime_of
-
-    runtime_of(worker.wsgi).start()
-
-
-def worker_exit(server: Any, worker: Any) -> None:
-    """Stop background work; buffered exposure events get a last chance to be sent."""
-    from services.router.app import runtime_of
-
-    wsgi = getattr(worker, "wsgi", None)
-    if wsgi is not None:
-        runtime_of(wsgi).stop()
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges from the aggregate."""
-    from services.common.metrics import mark_worker_dead
-
-    mark_worker_dead(worker.pid)
+# Start and stop each worker's background work; drop dead workers' gauges (services.common).
+post_worker_init, worker_exit, child_exit = gunicorn_worker_hooks("services.router.app")
