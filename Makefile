@@ -6,7 +6,7 @@ UV_VERSION := 0.9.5
 APT_PACKAGES := openjdk-17-jre-headless maven prometheus kcat wrk postgresql chromium fonts-dejavu-core podman runc debootstrap
 STAMP := .cache/stamps
 
-.PHONY: help setup setup-apt setup-python setup-kafka demo test test-unit test-integration bench lint fmt typecheck clean
+.PHONY: help setup setup-apt setup-python setup-kafka demo up down test test-unit test-integration bench lint fmt typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,10 +34,23 @@ setup-python: | $(STAMP)
 setup-kafka:
 	@scripts/kafka.sh ensure-jars
 
-demo: setup ## set everything up and run the main job end to end
+demo: setup ## run a real A/B experiment end to end (~10 min): the monitor's verdict against the truth
 	@$(PY) -m scripts.demo
 
+up: setup ## start the whole stack, leave it running and print its addresses ('make down' stops it)
+	@$(PY) -m scripts.stack up
+
+down: ## stop everything 'make up' (or 'scripts.demo --keep') started; safe to repeat
+	@$(PY) -m scripts.stack down
+
 test: setup ## set up, lint, type-check and pass every test (unit and integration)
+	@# The deploy tests need the cluster's Go binaries and the images: on a cold machine minutes
+	@# of building, done here in the background at the lowest priority while lint, mypy and the
+	@# other tests run (they mostly wait on services).  The deploy tests run last and wait for it
+	@# (both scripts hold a lock while building); a warm machine only checks versions and hashes.
+	@mkdir -p .run; \
+	scripts/cluster.sh build > .run/prebuild-cluster.log 2>&1 & \
+	scripts/images.sh build > .run/prebuild-images.log 2>&1 &
 	@$(MAKE) --no-print-directory lint typecheck
 	@# pytest exits 5 when it collected nothing: for `make test` that is a failure, said plainly.
 	@$(PY) -m pytest -q --durations=15; rc=$$?; \
@@ -66,14 +79,18 @@ fmt: ## format and auto-fix
 	@.venv/bin/ruff check --fix services tests benchmarks scripts
 
 clean: ## stop local services and remove run folders
+	-@$(PY) -m scripts.stack down
 	-@scripts/kafka.sh stop
 	-@scripts/prometheus.sh stop
 	rm -rf .run
 
 # Deployment (issue 14): images with podman, a local Kubernetes cluster (kwok) on loopback.
-.PHONY: images cluster-up cluster-down
+.PHONY: images cluster-build cluster-up cluster-down
 images: ## build every service image with podman (deploy/Containerfile; cached layers)
 	@scripts/images.sh build
+
+cluster-build: ## build (once, cached) the cluster's binaries, helm and promtool from Go modules
+	@scripts/cluster.sh build
 
 cluster-up: ## build (once, cached) and start a kwok Kubernetes cluster on loopback
 	@scripts/cluster.sh up

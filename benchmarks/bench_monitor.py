@@ -9,13 +9,18 @@ tested with its own statistics.
   experiments.  Fixed-horizon z test at the end; mSPRT looked at after every batch (30 min of
   event time).  Targets: fixed FPR in [0.03, 0.07]; sequential FPR <= 0.05.
 * **Power**: per world, one run where everyone gets control's model and one where everyone
-  gets treatment's (same world, same seed), so each salt's split takes control users from the
-  first and treatment users from the second.  The planned effect is the simulator's truth
-  for the population (conversion of all users of those worlds under each model); the planned
-  size is ``sample_size_proportions`` (power 0.8 of the pooled z test); the exposure share is
-  set so each arm gets about that many users (and 1.5x as many, for comparison).  Effects: oracle vs
-  popularity (large) and a 40 % oracle blend vs popularity (smaller).  CUPED's variance
-  reduction is measured on the same experiments.
+  gets treatment's (same world, same seed); the worlds' users are pooled (ids made unique per
+  world), and each experiment's salt splits the pool with the router's two hashes, taking
+  control users from the first runs and treatment users from the second.  The planned effect
+  is the simulator's truth for that population (conversion of all pooled users under each
+  model); the planned size is ``sample_size_proportions`` (power 0.8 of the pooled z test);
+  the exposure share is set so each arm gets about that many users (and 1.5x as many).  The
+  pool is many times an experiment (bigger worlds than the A/A study's), so every planned size
+  is reached and experiments share few users: 250 experiments give power within about +-0.05
+  (95 %).  The planning is checked too: the spread of the observed differences against the
+  standard error the plan assumed.  Effects: oracle vs popularity (large) and a 40 % oracle
+  blend vs popularity (smaller); both share the popularity runs.  CUPED's variance reduction
+  is measured on the same experiments.
 * **Interleaving**: the same users served a team-draft of popularity and the blend; the sign
   test's users needed vs the A/B test's, by subsampling users.
 * **Lag**: events committed to a real event store at 1,000 events/s (1 s batches, simulated
@@ -48,6 +53,9 @@ from tests.monitor.storeutil import store_table
 MIN = 60 * 1_000_000_000
 USERS, MOVIES, HOURS, WARMUP = 3000, 400, 8.0, 12.0
 STEP_MIN = 30
+# Power: worlds this big give a pool of ~6,000 exposed users per world and model.
+POWER_USERS = 10_000
+WORLD_STRIDE = 10_000_000  # pooled user id = world * stride + the world's own id
 
 
 def _looks(run: Any, step_min: int = STEP_MIN) -> list[dict[str, np.ndarray]]:
@@ -64,22 +72,29 @@ def _looks(run: Any, step_min: int = STEP_MIN) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def _split(users: np.ndarray, salt: str, share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(in experiment, treatment?) per user under ``salt`` -- the router's two hashes."""
-    exposed = np.array([bucket(salt + ":exposure", int(u)) for u in users]) < share * BUCKETS
-    treat = np.array([bucket(salt, int(u)) for u in users]) >= BUCKETS // 2
-    return exposed, treat
+class _Buckets:
+    """The router's two hashes of every user under one salt, computed once per salt."""
+
+    def __init__(self, ids: np.ndarray, salt: str) -> None:
+        self.ids = ids  # sorted, unique
+        self.exposure = np.array([bucket(salt + ":exposure", int(u)) for u in ids])
+        self.arm = np.array([bucket(salt, int(u)) for u in ids])
+
+    def split(self, users: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """(in experiment, treatment?) per user."""
+        i = np.searchsorted(self.ids, users)
+        return self.exposure[i] < share * BUCKETS, self.arm[i] >= BUCKETS // 2
 
 
 def _test(
     c: dict[str, np.ndarray], t: dict[str, np.ndarray], tau: float, prev: float
-) -> tuple[float, float]:
-    """(fixed-horizon p, always-valid p) of conversion, control ``c`` vs treatment ``t``."""
+) -> tuple[float, float, float]:
+    """(fixed-horizon p, always-valid p, difference) of conversion, control ``c`` vs ``t``."""
     x0, n0 = int((c["successes"] > 0).sum()), int(c["user_id"].size)
     x1, n1 = int((t["successes"] > 0).sum()), int(t["user_id"].size)
     fixed = stats.two_proportions(x0, n0, x1, n1)
     seq = stats.msprt(fixed.diff, fixed.se**2, tau, previous_p=prev)
-    return fixed.p_value, seq.p_value
+    return fixed.p_value, seq.p_value, fixed.diff
 
 
 def _sel(u: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -90,58 +105,67 @@ def _experiments(
     looks_c: list,
     looks_t: list,
     salts: list[str],
-    share: float,
+    shares: list[float],
     tau: float,
-) -> list[dict[str, Any]]:
-    """Fixed and sequential p of each salt's split (control from ``looks_c``, treatment
-    from ``looks_t``), plus per-arm users and CUPED's variance cut at the end."""
-    results = []
+) -> list[list[dict[str, Any]]]:
+    """Per share: fixed and sequential p of each salt's split (control from ``looks_c``,
+    treatment from ``looks_t``), plus the difference, per-arm users and CUPED's cut."""
+    ids = np.unique(np.concatenate([lk["user_id"] for lk in [*looks_c, *looks_t]]))
+    out: list[list[dict[str, Any]]] = [[] for _ in shares]
     for salt in salts:
-        seq_p = 1.0
-        fixed_p = 1.0
-        for lc, lt in zip(looks_c, looks_t, strict=True):
-            ec, tc = _split(lc["user_id"], salt, share)
-            et, tt = _split(lt["user_id"], salt, share)
-            c, t = _sel(lc, ec & ~tc), _sel(lt, et & tt)
-            if c["user_id"].size < 2 or t["user_id"].size < 2:
-                continue
-            fixed_p, seq_p = _test(c, t, tau, seq_p)
-        cut = {}
-        for metric in ("conversion", "watch_minutes"):
-            y0 = (
-                (c["successes"] > 0).astype(float)
-                if metric == "conversion"
-                else c["watch_minutes"].astype(float)
-            )
-            y1 = (
-                (t["successes"] > 0).astype(float)
-                if metric == "conversion"
-                else t["watch_minutes"].astype(float)
-            )
-            x = np.concatenate([c["pre_minutes"], t["pre_minutes"]]).astype(float)
-            theta = stats.cuped_theta(np.concatenate([y0, y1]), x)
-            a0 = stats.cuped_adjust(y0, c["pre_minutes"], theta, float(x.mean()))
-            a1 = stats.cuped_adjust(y1, t["pre_minutes"], theta, float(x.mean()))
-            raw = y0.var(ddof=1) / y0.size + y1.var(ddof=1) / y1.size
-            adj = a0.var(ddof=1) / a0.size + a1.var(ddof=1) / a1.size
-            cut[metric] = float(1 - adj / raw) if raw > 0 else 0.0
-        results.append(
-            {
-                "fixed_p": fixed_p,
-                "sequential_p": seq_p,
-                "users": (int(c["user_id"].size), int(t["user_id"].size)),
-                "cuped_cut": cut,
-            }
+        hashes = _Buckets(ids, salt)
+        for share, results in zip(shares, out, strict=True):
+            results.append(_experiment(looks_c, looks_t, hashes, share, tau))
+    return out
+
+
+def _experiment(
+    looks_c: list, looks_t: list, hashes: _Buckets, share: float, tau: float
+) -> dict[str, Any]:
+    """One experiment: its looks, then CUPED's variance cut at the end."""
+    seq_p = fixed_p = 1.0
+    diff = 0.0
+    for lc, lt in zip(looks_c, looks_t, strict=True):
+        ec, tc = hashes.split(lc["user_id"], share)
+        et, tt = hashes.split(lt["user_id"], share)
+        c, t = _sel(lc, ec & ~tc), _sel(lt, et & tt)
+        if c["user_id"].size < 2 or t["user_id"].size < 2:
+            continue
+        fixed_p, seq_p, diff = _test(c, t, tau, seq_p)
+    cut: dict[str, float] = {}
+    for metric in ("conversion", "watch_minutes"):
+        y0 = (
+            (c["successes"] > 0).astype(float)
+            if metric == "conversion"
+            else c["watch_minutes"].astype(float)
         )
-    return results
+        y1 = (
+            (t["successes"] > 0).astype(float)
+            if metric == "conversion"
+            else t["watch_minutes"].astype(float)
+        )
+        x = np.concatenate([c["pre_minutes"], t["pre_minutes"]]).astype(float)
+        theta = stats.cuped_theta(np.concatenate([y0, y1]), x)
+        a0 = stats.cuped_adjust(y0, c["pre_minutes"], theta, float(x.mean()))
+        a1 = stats.cuped_adjust(y1, t["pre_minutes"], theta, float(x.mean()))
+        raw = y0.var(ddof=1) / y0.size + y1.var(ddof=1) / y1.size
+        adj = a0.var(ddof=1) / a0.size + a1.var(ddof=1) / a1.size
+        cut[metric] = float(1 - adj / raw) if raw > 0 else 0.0
+    return {
+        "fixed_p": fixed_p,
+        "sequential_p": seq_p,
+        "diff": diff,
+        "users": (int(c["user_id"].size), int(t["user_id"].size)),
+        "cuped_cut": cut,
+    }
 
 
-def _run(targets: dict[str, str], seed: int) -> Any:
+def _run(targets: dict[str, str], seed: int, users: int = USERS) -> Any:
     cfg = experiment_config({"control": 50, "treatment": 50}, salt=f"sim{seed}")
     return simulate(
         cfg,
         targets,
-        users=USERS,
+        users=users,
         movies=MOVIES,
         hours=HOURS,
         seed=seed,
@@ -155,7 +179,7 @@ def aa_study(worlds: int, salts: int) -> dict[str, Any]:
     res: list[dict[str, Any]] = []
     for w in range(worlds):
         looks = _looks(_run({"control": "popularity", "treatment": "popularity"}, 100 + w))
-        res += _experiments(looks, looks, [f"aa-{w}-{s}" for s in range(salts)], 1.0, 0.05)
+        res += _experiments(looks, looks, [f"aa-{w}-{s}" for s in range(salts)], [1.0], 0.05)[0]
     fixed = np.array([r["fixed_p"] for r in res])
     seq = np.array([r["sequential_p"] for r in res])
     n = len(res)
@@ -177,53 +201,84 @@ def aa_study(worlds: int, salts: int) -> dict[str, Any]:
     }
 
 
-def power_study(name: str, treatment: str, worlds: int, salts: int) -> dict[str, Any]:
-    """Power of fixed and sequential tests at the planned sample size, and CUPED's cut.
+_POOLS: dict[tuple[str, int], list[dict[str, np.ndarray]]] = {}
+
+
+def _pool(model: str, worlds: int) -> list[dict[str, np.ndarray]]:
+    """Per look, the counters of every user of ``worlds`` worlds all served ``model``, pooled
+    (ids made unique per world); cached, so both power studies share the popularity runs."""
+    key = (model, worlds)
+    if key not in _POOLS:
+        per_world = [
+            _looks(_run({"control": model, "treatment": model}, 200 + w, users=POWER_USERS))
+            for w in range(worlds)
+        ]
+        pooled = []
+        for i in range(min(len(lk) for lk in per_world)):
+            parts = [{**lk[i], "user_id": lk[i]["user_id"] + w * WORLD_STRIDE}
+                     for w, lk in enumerate(per_world)]  # fmt: skip
+            pooled.append({k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]})
+        _POOLS[key] = pooled
+    return _POOLS[key]
+
+
+def power_study(name: str, treatment: str, worlds: int, experiments: int) -> dict[str, Any]:
+    """Power of fixed and sequential tests at the planned sample size, the planning checked,
+    and CUPED's cut.
 
     The planned effect is the simulator's truth for the study's population: the conversion
-    difference over all users of the worlds, each served by one model throughout.
+    difference over all pooled users, each served by one model throughout.
     """
-    runs = [
-        (
-            _looks(_run({"control": "popularity", "treatment": "popularity"}, 200 + w)),
-            _looks(_run({"control": treatment, "treatment": treatment}, 200 + w)),
-        )
-        for w in range(worlds)
-    ]
-    p0 = float(np.mean(np.concatenate([c[-1]["successes"] > 0 for c, _ in runs])))
-    p1 = float(np.mean(np.concatenate([t[-1]["successes"] > 0 for _, t in runs])))
+    looks_c, looks_t = _pool("popularity", worlds), _pool(treatment, worlds)
+    p0 = float(np.mean(looks_c[-1]["successes"] > 0))
+    p1 = float(np.mean(looks_t[-1]["successes"] > 0))
     # Planned for the test that is run: the pooled-variance z test (statsmodels' formula).
     planned = stats.sample_size_proportions(p0, p1)
+    pool = min(looks_c[-1]["user_id"].size, looks_t[-1]["user_id"].size)
+    factors = (1.0, 1.5)
+    sizes = [round(planned * f) for f in factors]
+    shares = [2 * n / pool for n in sizes]
+    if max(shares) > 1:
+        raise ValueError(f"{pool} pooled users cannot give two arms of {max(sizes)}")
     out: dict[str, Any] = {
         "control": "popularity",
         "treatment": treatment,
+        "worlds": worlds,
+        "users_per_world": POWER_USERS,
+        "pooled_users_per_model": pool,
         "true_conversion": [p0, p1],
         "planned_effect": p1 - p0,
         "planned_users_per_arm": planned,
         "predicted_power": stats.power_proportions(p0, p1, planned),
         "by_size": {},
     }
-    for factor in (1.0, 1.5):
-        n = round(planned * factor)
-        res: list[dict[str, Any]] = []
-        for w, (looks_c, looks_t) in enumerate(runs):
-            final = looks_c[-1]["user_id"].size
-            share = min(1.0, 2 * n / max(final, 1))
-            res += _experiments(
-                looks_c,
-                looks_t,
-                [f"pw-{name}-{w}-{s}" for s in range(salts)],
-                share,
-                max(abs(p1 - p0), 0.01),
-            )
+    salts = [f"pw-{name}-{s}" for s in range(experiments)]
+    per_share = _experiments(looks_c, looks_t, salts, shares, max(abs(p1 - p0), 0.01))
+    for factor, n, res in zip(factors, sizes, per_share, strict=True):
         fixed = np.array([r["fixed_p"] for r in res])
         seq = np.array([r["sequential_p"] for r in res])
+        diffs = np.array([r["diff"] for r in res])
+        users = np.array([r["users"] for r in res], dtype=float)
+        power = float((fixed < 0.05).mean())
+        mean_n = float(users.mean())
+        # The plan's standard error of the difference (each arm's own rate, as the alternative
+        # of the power formula), at the users the experiments really had.
+        var = p0 * (1 - p0) / users[:, 0] + p1 * (1 - p1) / users[:, 1]
+        planned_se = float(np.mean(np.sqrt(var)))
         out["by_size"][f"{factor:g}x"] = {
             "users_per_arm": n,
-            "users_per_arm_mean": float(np.mean([r["users"] for r in res])),
+            "users_per_arm_mean": mean_n,
+            "share_of_pool_per_experiment": 2 * n / pool,
             "experiments": len(res),
-            "power_fixed": float((fixed < 0.05).mean()),
+            "power_fixed": power,
+            "power_fixed_se": float(np.sqrt(power * (1 - power) / len(res))),
+            "predicted_power_at_mean_users": stats.power_proportions(p0, p1, mean_n),
+            "power_fixed_ge_0.8": power >= 0.8,
             "power_sequential": float((seq < 0.05).mean()),
+            "observed_mean_difference": float(diffs.mean()),
+            "observed_sd_difference": float(diffs.std(ddof=1)),
+            "planned_se_difference": planned_se,
+            "sd_over_planned_se": float(diffs.std(ddof=1) / planned_se),
             "cuped_variance_cut_conversion": float(
                 np.mean([r["cuped_cut"]["conversion"] for r in res])
             ),
@@ -459,8 +514,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     """All the studies (``quick``: fewer worlds and a 1M-event recompute)."""
     studies: dict[str, Any] = {
         "aa": lambda: aa_study(worlds=3 if quick else 10, salts=20),
-        "power_oracle": lambda: power_study("oracle", "oracle", 2 if quick else 4, 25),
-        "power_blend": lambda: power_study("blend", "blend:0.4", 2 if quick else 4, 25),
+        "power_oracle": lambda: power_study(
+            "oracle", "oracle", 1 if quick else 3, 50 if quick else 250
+        ),
+        "power_blend": lambda: power_study(
+            "blend", "blend:0.4", 1 if quick else 3, 50 if quick else 250
+        ),
         "interleave": lambda: interleave_study(draws=100 if quick else 300),
         "lag": lambda: lag_study(seconds=15 if quick else 60),
         "recompute": lambda: recompute_study(1_000_000 if quick else 10_000_000),

@@ -9,7 +9,9 @@ machine.  Reported:
   cost, goal <= 1 ms at p50) and loaded (8 connections);
 - throughput ratio routed/direct at 8 connections (goal >= 0.7; on 2 cores the router and
   the recommender share the same CPUs, so this is a lower bound of what separate pods get);
-- the router's ``/healthz`` rate against its ``/recommend`` rate: what the proxying costs.
+- the router's ``/healthz`` rate against its ``/recommend`` rate: what the proxying costs;
+- CPU milliseconds per request of each server's process tree (from ``/proc``), direct and
+  routed: unlike rates and latencies, these hardly move when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -73,6 +75,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) of a server's whole process group: master and workers."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == proc.pid:  # process group id: the server was started in its own
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def _keep(r: dict[str, Any]) -> dict[str, Any]:
@@ -154,10 +174,18 @@ def run(quick: bool = False) -> dict[str, Any]:
         out: dict[str, list[dict[str, Any]]] = {
             k: [] for k in ("direct_1", "routed_1", "direct_8", "routed_8")
         }
+        cpu: dict[str, list[float]] = {"direct": [0.0, 0.0], "routed": [0.0, 0.0]}
+        served = {"direct": 0.0, "routed": 0.0}
         for _ in range(rounds):
             for conns in (1, 8):
-                out[f"direct_{conns}"].append(_wrk(reco, script, seconds, conns))
-                out[f"routed_{conns}"].append(_wrk(router, script, seconds, conns))
+                for kind, url in (("direct", reco), ("routed", router)):
+                    before = [_cpu_seconds(p) for p in procs]
+                    result = _wrk(url, script, seconds, conns)
+                    after = [_cpu_seconds(p) for p in procs]
+                    out[f"{kind}_{conns}"].append(result)
+                    served[kind] += result["requests_per_s"] * seconds
+                    for i in range(2):
+                        cpu[kind][i] += after[i] - before[i]
         healthz = _wrk(router, health, seconds, 8)
 
         def best(key: str) -> dict[str, Any]:
@@ -196,6 +224,13 @@ def run(quick: bool = False) -> dict[str, Any]:
                 healthz["requests_per_s"] / r8["requests_per_s"], 2
             ),
             "exposure_events_sent": int(sent),
+            "cpu_ms_per_request": {
+                kind: {
+                    "recommender": round(cpu[kind][0] / served[kind] * 1000, 3),
+                    "router": round(cpu[kind][1] / served[kind] * 1000, 3),
+                }
+                for kind in ("direct", "routed")
+            },
             "targets": {"overhead_p50_ms": 1.0, "throughput_ratio": 0.7},
             "meets_targets": overhead_p50 <= 1.0 and ratio >= 0.7,
             "loadavg_1m_after": round(os.getloadavg()[0], 2),

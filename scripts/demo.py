@@ -1,229 +1,69 @@
-"""``make demo``: the main job end to end on real parts, then a summary of what happened.
+"""``make demo``: a real A/B experiment end to end on this machine, then what happened.
 
-1. Apache Kafka (KRaft) and the simulator's user/movie API start on loopback.
-2. The simulator backfills ``--days`` (default 3) of history for a ``--users`` × ``--movies``
-   world (default 30,000 × 5,000) into Kafka, with ``--malformed-rate`` (0.2 %) of the lines
-   malformed on purpose.
-3. Ingest consumes it exactly once into the Parquet store, quarantining every malformed line
-   with its reason, and writes a training snapshot.
-4. The trainer trains, evaluates and registers SVD, KNN, popularity and ALS and the demo prints
-   the offline comparison.
-5. The recommender serves, under gunicorn, the model with the best NDCG@20 on the validation
-   period (the test period only reports).
-6. Prometheus scrapes the services while the simulator streams live for ``--live-seconds``,
-   asking the recommender for lists and reacting to them; ingest keeps consuming.
-7. The demo reports throughput, the quarantine, offline metrics, online latency and the
-   15-minute watch rate (``docs/contract.md``) in ``.run/demo/summary.json``.
+1. Kafka (KRaft) and the simulator's user/movie API start on loopback; the simulator backfills
+   ``--days`` of a ``--users`` x ``--movies`` world into Kafka (some lines malformed on
+   purpose); ingest stores ``movielog`` and ``exposures`` exactly once (quarantining the
+   malformed lines with a reason); one training run registers every family on ``canary``.
+2. Arms: treatment = the best model on validation NDCG@20 (on ``canary``); control = popularity,
+   the incumbent (its version pointed to by ``stable``).  Two gunicorn recommenders serve them.
+3. The truth: a fresh world of the same seed asks each arm's recommender directly (no router,
+   no monitor), so the same simulated users meet both models; the difference in conversion is
+   the simulator's known truth.  If it is too small for the experiment's planned users to find,
+   the demo says so and takes the weakest model on validation as control instead.
+4. The router splits users 50/50 (exposures to Kafka, stamped with the simulated clock), the
+   monitor evaluates, decides by the experiment's policy and acts (experiment file and registry
+   channels), Prometheus scrapes every service, and the simulator streams live through the
+   router at ``--speed`` x until the monitor decides (at most ``--max-live-seconds``).
+5. The demo prints the verdict with its reason and numbers, what changed (config and registry
+   before and after), whether the verdict matches the truth, the served model's lift over
+   popularity offline and online, and the addresses of the experiment page and Prometheus;
+   ``.run/demo/summary.json`` keeps it all.
 
 Everything runs under ``.run/demo`` (logs in ``.run/demo/logs``); it is all stopped at the end
-unless ``--keep`` is given.
+unless ``--keep`` is given (then ``make down`` stops it).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / ".run" / "demo"
-LOGS = RUN / "logs"
-VENV_BIN = ROOT / ".venv" / "bin"
-# Ports of their own, so a developer's broker (19092) or Prometheus (19090) can keep running.
-KAFKA_PORT, API_PORT, INGEST_PORT, RECO_PORT, PROM_PORT = 19192, 18000, 18001, 18082, 19190
-# A list is judged 15 simulated minutes after it was served (docs/contract.md): at 60x a minute of
-# live traffic is an hour of the world, so three quarters of its lists are decided by the end.
-LIVE_SPEED = 60
-BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
-START = "2026-03-02T00:00:00"
-# The served model is chosen on the validation period; the test period only reports.
-SELECT = "val.ranking.ndcg@20"
-NDCG = "test.ranking.ndcg@20"
+from scripts import truth as truth_mod
+from scripts.stack import (
+    DEFAULT_POLICY,
+    NDCG,
+    RUN,
+    SELECT,
+    Arms,
+    Ports,
+    Stack,
+    World,
+    choose_arms,
+    choose_served,
+    find_metric,
+    info,
+    monitor_api,
+    registry_channels,
+    say,
+    weakest,
+)
+
+__all__ = ["choose_served", "main", "online_summary", "report_lines"]
 
 
-def say(msg: str) -> None:
-    """Announce a step."""
-    print(f"\n==> {msg}", flush=True)
-
-
-def info(msg: str) -> None:
-    """A detail of the current step."""
-    print(f"    {msg}", flush=True)
-
-
-class Processes:
-    """Background services of the demo, each logging to a file, all stopped on exit."""
-
-    def __init__(self) -> None:
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: list[IO[bytes]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        """Start ``argv`` in the background with its output in ``.run/demo/logs/<name>.log``."""
-        log = (LOGS / f"{name}.log").open("ab")
-        self._logs.append(log)
-        self.procs[name] = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-            start_new_session=True,
-        )
-
-    def check(self, name: str) -> None:
-        """Fail loudly if a service died."""
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            tail = (LOGS / f"{name}.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-
-    def stop_all(self) -> None:
-        """SIGTERM every service (they flush and exit), then kill what is left."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-        for log in self._logs:
-            log.close()
-
-
-def marquee(*args: str, env: dict[str, str] | None = None, log: str | None = None) -> str:
-    """Run a ``marquee`` subcommand to completion; return its stdout."""
-    argv = [str(VENV_BIN / "marquee"), *args]
-    with (LOGS / f"{log or args[0]}.log").open("ab") as err:
-        out = subprocess.run(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **(env or {})},
-            cwd=ROOT,
-            check=False,
-        )
-    if out.returncode != 0:
-        tail = (LOGS / f"{log or args[0]}.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"marquee {' '.join(args)} failed ({out.returncode}):\n{tail}")
-    return out.stdout.decode()
-
-
-def wait_ready(url: str, procs: Processes, name: str, timeout_s: float = 120) -> None:
-    """Poll ``url`` until it answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        procs.check(name)
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"{name} not ready at {url} after {timeout_s:.0f} s")
-
-
-def end_offsets(topic: str) -> dict[int, int]:
-    """Log-end offset of every partition of ``topic``."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: off for tp, off in ends.items()}
-    finally:
-        consumer.close()
-
-
-def wait_ingested(procs: Processes, topic: str, timeout_s: float = 600) -> dict[str, Any]:
-    """Wait until ingest has made every line of ``topic`` durable; return its stats."""
-    ends = end_offsets(topic)
-    total = sum(ends.values())
-    deadline = time.monotonic() + timeout_s
-    from tqdm import tqdm
-
-    quiet = not sys.stdout.isatty()
-    with tqdm(total=total, unit=" lines", desc="    ingest", disable=quiet) as bar:
-        while time.monotonic() < deadline:
-            procs.check("ingest")
-            with contextlib.suppress(requests.RequestException):
-                stats = requests.get(f"http://127.0.0.1:{INGEST_PORT}/stats", timeout=5).json()
-                by_topic = stats.get("durable_offsets", {}).get(topic, {})
-                durable = {int(p): o for p, o in by_topic.items()}
-                done = sum(min(durable.get(p, 0), e) for p, e in ends.items())
-                bar.update(done - bar.n)
-                if all(durable.get(p, 0) >= e for p, e in ends.items()):
-                    return dict(stats)
-            time.sleep(1)
-    raise RuntimeError("ingest did not catch up in time")
-
-
-def quarantine_counts(store_path: Path) -> dict[str, int]:
-    """Quarantined lines by reason, read from the store."""
-    from services.common.store import EventStoreReader
-
-    reasons = EventStoreReader(store_path).read("quarantine")["reason"].to_pylist()
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def choose_served(metrics: dict[str, dict[str, Any]]) -> str:
-    """The model with the best validation NDCG@20 (ties: the first name in sorted order).
-
-    Choosing on the test period would make the test number that the demo reports optimistic.
-    """
-    if not metrics:
-        raise RuntimeError("the trainer registered no model")
-    scored = {name: _find_metric(m, SELECT) for name, m in metrics.items()}
-    return max(sorted(scored), key=lambda n: scored[n] if scored[n] is not None else -1.0)
-
-
-def best_model(registry: Path) -> tuple[str, dict[str, Any]]:
-    """The registered family with the best validation NDCG@20 on the stable channel."""
-    from services.common.artifacts import Registry
-
-    reg = Registry(registry)
-    metrics: dict[str, dict[str, Any]] = {}
-    for name in reg.names():
-        version = reg.channel(name, "stable")
-        if version is not None:
-            metrics[name] = reg.load(name, version).manifest.metrics
-    name = choose_served(metrics)
-    return name, metrics[name]
-
-
-def offline_table(registry: Path) -> list[str]:
-    """One line per registered model: its offline test metrics."""
-    from services.common.artifacts import Registry
-
-    reg = Registry(registry)
+def offline_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per registered model: its offline metrics."""
     rows = [f"{'model':<11} {'val NDCG@20':>11} {'NDCG@20':>8} {'HR@20':>7} {'RMSE':>7}"]
-    every: dict[str, dict[str, Any]] = {}
-    for name in reg.names():
-        version = reg.channel(name, "stable")
-        if version is None:
-            continue
-        m = every[name] = reg.load(name, version).manifest.metrics
+    for name, m in sorted(metrics.items()):
         cells = [
-            _find_metric(m, k)
+            find_metric(m, k)
             for k in (SELECT, NDCG, "test.ranking.hit_rate@20", "test.rating.rmse")
         ]
         rows.append(
@@ -233,25 +73,21 @@ def offline_table(registry: Path) -> list[str]:
                 for c, w in zip(cells, (11, 8, 7, 7), strict=True)
             )
         )
-    if every and "popularity" in every:
-        served = choose_served(every)
-        ours, base = _find_metric(every[served], NDCG), _find_metric(every["popularity"], NDCG)
-        if ours is not None and base:
-            rows.append(
-                f"served {served} (best on validation): "
-                f"test NDCG@20 {ours / base:.2f}x popularity's"
-            )
     return rows
 
 
-def _find_metric(metrics: Any, path: str) -> float | None:
-    """The number at a dotted ``path`` (e.g. ``test.ranking.ndcg@20``) of a metrics document."""
-    node = metrics
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, int | float) else None
+def offline_lift(
+    metrics: dict[str, dict[str, Any]], model: str, base: str = "popularity"
+) -> dict[str, Any]:
+    """``model``'s validation and test NDCG@20 against ``base``'s (ratios)."""
+    out: dict[str, Any] = {"model": model, "baseline": base}
+    for key, path in (("val", SELECT), ("test", NDCG)):
+        ours = find_metric(metrics.get(model, {}), path)
+        theirs = find_metric(metrics.get(base, {}), path)
+        out[f"{key}_ndcg@20"] = ours
+        out[f"{key}_ndcg@20_{base}"] = theirs
+        out[f"{key}_lift"] = round(ours / theirs, 3) if ours is not None and theirs else None
+    return out
 
 
 def online_summary(store_path: Path, since_ns: int) -> dict[str, Any]:
@@ -288,268 +124,354 @@ def online_summary(store_path: Path, since_ns: int) -> dict[str, Any]:
     }
 
 
-def prometheus_summary() -> dict[str, Any]:
+def prometheus_summary(ports: Ports) -> dict[str, Any]:
     """A few of the numbers Prometheus scraped from the services."""
     queries = {
+        "targets_up": "sum(up)",
+        "targets": "count(up)",
+        "router_requests_per_s": "sum(rate(marquee_router_requests_total[1m]))",
+        "router_exposures_sent": "sum(marquee_router_exposure_events_sent_total)",
         "recommender_requests_per_s": "sum(rate(marquee_recommender_requests_total[1m]))",
         "ingest_events_total": "sum(marquee_ingest_events_total)",
         "ingest_rejected_total": "sum(marquee_ingest_rejected_total)",
-        "targets_up": "sum(up)",
+        "monitor_decisions_total": "sum(marquee_monitor_decisions_total)",
     }
     out: dict[str, Any] = {}
     for key, q in queries.items():
-        with contextlib.suppress(requests.RequestException, KeyError, IndexError, ValueError):
+        try:
             r = requests.get(
-                f"http://127.0.0.1:{PROM_PORT}/api/v1/query", params={"query": q}, timeout=5
+                f"http://127.0.0.1:{ports.prometheus}/api/v1/query",
+                params={"query": q},
+                timeout=5,
             )
             result = r.json()["data"]["result"]
             out[key] = round(float(result[0]["value"][1]), 2) if result else None
+        except (requests.RequestException, KeyError, IndexError, ValueError):
+            out[key] = None
     return out
 
 
-@contextlib.contextmanager
-def prometheus(targets: dict[str, str]) -> Iterator[None]:
-    """Prometheus from Debian's package, scraping ``targets``, for the duration of the block."""
-    env = {
-        **os.environ,
-        "PROM_PORT": str(PROM_PORT),
-        "PROM_RUN_DIR": str(RUN / "prometheus"),
-        "PROM_TARGETS": ",".join(f"{k}={v}" for k, v in targets.items()),
-        "PROM_SCRAPE_INTERVAL": "2s",
+def measure_truth(
+    stack: Stack,
+    arms: Arms,
+    hours: float,
+    seed: int = 7,
+    known: dict[str, truth_mod.ArmTruth] | None = None,
+) -> truth_mod.Truth:
+    """The simulator's truth: the same simulated users ask each arm's recommender directly.
+
+    ``known`` holds arms already measured (same world, seed and model): they are not re-run.
+    """
+    from services.simulator.app import world_config
+    from services.simulator.evaluation import simulate_lines
+    from services.simulator.settings import SimulatorSettings
+
+    w = stack.world
+    cfg = world_config(SimulatorSettings(seed=w.seed, n_users=w.users, n_movies=w.movies))
+    judged = dict(known or {})
+    for arm in ("control", "treatment"):
+        if arm in judged:
+            continue
+        t0 = time.monotonic()
+        url = f"http://127.0.0.1:{stack.ports.arm(arm)}"
+        lines = simulate_lines(cfg, url, hours, seed)
+        judged[arm] = truth_mod.judge_lines(lines, arms.model(arm))
+        a = judged[arm]
+        info(
+            f"{arm:<9} {arms.model(arm):<11} conversion {a.conversion:.3f} of {a.users:,} users,"
+            f" watch rate {a.watch_rate:.3f} of {a.lists:,} lists ({time.monotonic() - t0:.0f} s)"
+        )
+    return truth_mod.compare(judged["control"], judged["treatment"])
+
+
+def decide_truth(
+    stack: Stack, arms: Arms, metrics: dict[str, dict[str, Any]], hours: float, planned: int
+) -> tuple[Arms, truth_mod.Truth, dict[str, Any]]:
+    """The truth for the chosen arms; a weaker control when the difference is too small."""
+    say(
+        f"the simulator's known truth: {hours:g} simulated hours of the same users per arm,"
+        " asking each recommender directly"
+    )
+    truth = measure_truth(stack, arms, hours)
+    notes: dict[str, Any] = {"first": {"control": arms.control, **truth.to_json()}}
+    info(_truth_line(truth))
+    if truth_mod.detectable(truth, planned):
+        return arms, truth, notes
+    if truth.verdict == "none":
+        info(
+            f"{arms.treatment} vs {arms.control}: the truth finds no clear difference, so a few"
+            " minutes of traffic would find none either"
+        )
+    else:
+        info(
+            f"{arms.treatment} vs {arms.control}: the true difference {truth.diff:+.4f} is below"
+            f" what {planned:,} users per arm can detect in a few minutes of traffic"
+        )
+    control = weakest(metrics, exclude=[arms.treatment, arms.control])
+    if control is None:
+        info("no weaker model to compare with: the experiment runs as it is")
+        return arms, truth, notes
+    arms = Arms(
+        control,
+        arms.treatment,
+        f"{arms.treatment} is best on validation; popularity is too close to it online to"
+        f" tell apart in minutes, so the weakest model on validation, {control}, is the control",
+    )
+    arms.versions = {"control": stack.set_control(control)}
+    info(f"control is now {control}@stable (weakest on validation NDCG@20)")
+    stack.restart_recommender("control", control)
+    truth = measure_truth(stack, arms, hours, known={"treatment": truth.treatment})
+    info(_truth_line(truth))
+    return arms, truth, notes
+
+
+def _truth_line(t: truth_mod.Truth) -> str:
+    return (
+        f"truth: treatment - control conversion {t.diff:+.4f} (99% CI {t.ci_low:+.4f} to"
+        f" {t.ci_high:+.4f}, p = {t.p_value:.2g}) -> {t.verdict}"
+    )
+
+
+def live_until_decided(stack: Stack, speed: float, max_s: float) -> dict[str, Any] | None:
+    """Stream live through the router until the monitor acts; its acting decision or None."""
+    say(
+        f"streaming live through the router at {speed:g}x simulated speed until the monitor"
+        f" decides (at most {max_s:.0f} s)"
+    )
+    stack.start_live(speed, max_s + 60)
+    t0 = time.monotonic()
+    last = 0.0
+    while time.monotonic() - t0 < max_s:
+        stack.procs.check("sim-live")
+        hist = monitor_api(stack.ports, "/api/history?limit=50") or {}
+        acting = [d for d in hist.get("decisions", []) if d.get("action") != "continue"]
+        if acting:
+            return dict(acting[0])
+        if time.monotonic() - last >= 15:
+            last = time.monotonic()
+            info(progress_line(monitor_api(stack.ports, "/api/experiment"), time.monotonic() - t0))
+        time.sleep(2)
+    return None
+
+
+def progress_line(snap: dict[str, Any] | None, elapsed: float) -> str:
+    """One line of the monitor's state while a person waits."""
+    if not snap:
+        return f"{elapsed:4.0f} s: the monitor has no evaluation step yet"
+    a = snap.get("analysis", {})
+    arms = ", ".join(
+        f"{r['arm']} {r['users']} users conv {r['conversion']:.3f}"
+        for r in a.get("arms", [])
+        if r.get("conversion") is not None
+    )
+    p = ""
+    for c in a.get("comparisons", []):
+        p = f"; always-valid p {c['sequential']['p_value']:.3g}"
+    return f"{elapsed:4.0f} s: {arms}{p}; {snap.get('decision', {}).get('reason', '')}"
+
+
+def arm_rates(snap: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per arm from the monitor's last analysis: users, conversion, watch rate, lists."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in (snap or {}).get("analysis", {}).get("arms", []):
+        out[r["arm"]] = {k: r.get(k) for k in ("users", "conversion", "watch_rate", "requests")}
+    return out
+
+
+def report_lines(s: dict[str, Any]) -> list[str]:
+    """The demo's closing report, from its summary document."""
+    lines: list[str] = []
+    d = s.get("decision") or {}
+    arms = s["arms"]
+    lines.append(
+        f"experiment {s['experiment']}: control {arms['control']}@stable vs treatment"
+        f" {arms['treatment']}@canary ({arms['why']})"
+    )
+    if d:
+        lines.append(f"monitor verdict: {d['action']} -- {d['reason']}")
+        nums = {k: v for k, v in (d.get("numbers") or {}).items() if k != "arms"}
+        lines.append(f"  numbers: {json.dumps(nums, default=str)}")
+    else:
+        lines.append("monitor verdict: none within the live phase (the experiment still runs)")
+    before, after = s["config_before"], s["config_after"]
+    lines.append(
+        "config: status {} -> {}, exposure {} -> {}, winner {} -> {}, weights {} -> {}".format(
+            before["status"], after["status"], before["exposure"], after["exposure"],
+            before.get("winner"), after.get("winner"), before["weights"], after["weights"],
+        )
+    )  # fmt: skip
+    for model, chans in s["registry_after"].items():
+        was = s["registry_before"].get(model, {})
+        moves = [f"{c} {was.get(c)} -> {v}" for c, v in chans.items() if was.get(c) != v]
+        lines.append(f"registry {model}: {'; '.join(moves) if moves else 'unchanged'}")
+    t = s["truth"]
+    lines.append(
+        f"truth (simulator, same users, each recommender asked directly): conversion"
+        f" {t['control']['conversion']:.3f} -> {t['treatment']['conversion']:.3f}"
+        f" ({t['conversion_diff']:+.4f}, 99% CI {t['ci99'][0]:+.4f} to {t['ci99'][1]:+.4f})"
+        f" -> {t['verdict']}"
+    )
+    lines.append(s["agreement"])
+    off = s["offline_lift"]
+    lines.append(
+        f"served model {off['model']} offline: validation NDCG@20 {_num(off['val_ndcg@20'])}"
+        f" vs popularity {_num(off['val_ndcg@20_popularity'])} ({_x(off['val_lift'])}), test"
+        f" {_num(off['test_ndcg@20'])} vs {_num(off['test_ndcg@20_popularity'])}"
+        f" ({_x(off['test_lift'])})"
+    )
+    on = s["online_by_arm"]
+    cells = [
+        f"{arm} ({arms[arm]}) watch rate {_num(r.get('watch_rate'))}, conversion"
+        f" {_num(r.get('conversion'))} over {r.get('users')} users"
+        for arm, r in on.items()
+        if arm in ("control", "treatment")
+    ]
+    lines.append("online, 15-minute watch (monitor): " + "; ".join(cells))
+    if "popularity_online" in s:
+        p = s["popularity_online"]
+        lines.append(
+            f"online lift over popularity (simulator truth): {off['model']} watch rate"
+            f" {p['served']:.3f} vs popularity {p['popularity']:.3f} ({p['diff']:+.3f})"
+        )
+    for what, where in s["addresses"].items():
+        lines.append(f"{what}: {where}")
+    return lines
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _x(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _config_view(stack: Stack) -> dict[str, Any]:
+    from services.monitor.actions import FileConfigStore
+
+    cfg = FileConfigStore(stack.experiment).read()
+    return {
+        "status": str(cfg.status),
+        "exposure": cfg.exposure,
+        "winner": cfg.winner,
+        "weights": {a.name: a.weight for a in cfg.arms},
     }
-    script = str(ROOT / "scripts" / "prometheus.sh")
-    subprocess.run([script, "start"], env=env, check=True)
-    try:
-        yield
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--users", type=int, default=30_000, help="users in the simulated world")
-    ap.add_argument("--movies", type=int, default=5_000, help="movies in the catalog")
-    ap.add_argument("--days", type=float, default=3, help="days of history to backfill")
+    defaults = World()
+    ap.add_argument("--users", type=int, default=defaults.users, help="users in the world")
+    ap.add_argument("--movies", type=int, default=defaults.movies, help="movies in the catalog")
+    ap.add_argument("--days", type=float, default=defaults.days, help="days of history")
     ap.add_argument(
         "--malformed-rate", type=float, default=0.002, help="share of malformed lines injected"
     )
-    ap.add_argument("--live-seconds", type=float, default=60, help="wall seconds of live traffic")
+    ap.add_argument("--speed", type=float, default=180, help="simulated seconds per wall second")
+    ap.add_argument(
+        "--max-live-seconds", type=float, default=300, help="longest live phase (wall seconds)"
+    )
+    ap.add_argument("--truth-hours", type=float, default=3, help="simulated hours per truth arm")
+    ap.add_argument("--min-users", type=int, default=500, help="policy: users per arm to decide")
+    ap.add_argument("--max-users", type=int, default=6000, help="policy: planned users per arm")
+    ap.add_argument("--run-dir", type=Path, default=RUN, help="run folder (default .run/demo)")
+    ap.add_argument("--port-base", type=int, help="ten consecutive ports from here (tests)")
     ap.add_argument("--keep", action="store_true", help="leave the services running at the end")
     args = ap.parse_args(argv)
 
-    if RUN.exists():
-        subprocess.run(
-            [str(ROOT / "scripts/kafka.sh"), "stop"],
-            env={**os.environ, "KAFKA_PORT": str(KAFKA_PORT), "KAFKA_RUN_DIR": str(RUN / "kafka")},
-            check=False,
-            capture_output=True,
-        )
-        shutil.rmtree(RUN)
-    LOGS.mkdir(parents=True)
-    world = ["--seed", "42", "--users", str(args.users), "--movies", str(args.movies)]
-    procs = Processes()
-    summary: dict[str, Any] = {}
-    kafka_env = {**os.environ, "KAFKA_PORT": str(KAFKA_PORT), "KAFKA_RUN_DIR": str(RUN / "kafka")}
+    ports = Ports.from_base(args.port_base) if args.port_base else Ports()
+    world = World(args.users, args.movies, args.days, args.malformed_rate)
+    stack = Stack(args.run_dir, ports, world)
+    policy = {**DEFAULT_POLICY, "min_users": args.min_users, "max_users": args.max_users}
     t_start = time.monotonic()
+    stack.fresh()
     try:
-        say(f"starting Apache Kafka (KRaft, official jars via Maven) on {BOOTSTRAP}")
-        subprocess.run([str(ROOT / "scripts/kafka.sh"), "start"], env=kafka_env, check=True)
-
-        say(f"starting the simulator's user/movie API on 127.0.0.1:{API_PORT}")
-        procs.start(
-            "sim-api",
-            [
-                str(VENV_BIN / "marquee"),
-                "sim",
-                "api",
-                *world,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(API_PORT),
-            ],
-        )
-        wait_ready(f"http://127.0.0.1:{API_PORT}/readyz", procs, "sim-api")
-
-        size = f"{args.users:,}-user × {args.movies:,}-movie"
-        say(f"backfilling {args.days:g} days of a {size} world")
-        t0 = time.monotonic()
-        marquee(
-            "sim",
-            "backfill",
-            "--days",
-            str(args.days),
-            "--start",
-            START,
-            *world,
-            "--kafka",
-            BOOTSTRAP,
-            "--run-dir",
-            str(RUN / "sim"),
-            "--target",
-            "builtin:popularity",
-            "--malformed-rate",
-            str(args.malformed_rate),
-            log="sim-backfill",
-        )
-        backfill_s = time.monotonic() - t0
-        lines = sum(end_offsets("movielog").values())
-        info(f"{lines:,} lines in {backfill_s:.1f} s ({lines / backfill_s:,.0f} lines/s)")
-        summary["backfill"] = {"lines": lines, "seconds": round(backfill_s, 1)}
-
-        say(f"ingesting the stream exactly once into the Parquet store (ops on :{INGEST_PORT})")
-        store = RUN / "store"
-        ingest_env = {
-            "MARQUEE_INGEST_KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP,
-            "MARQUEE_INGEST_STORE_PATH": str(store),
-            "MARQUEE_INGEST_HTTP_HOST": "127.0.0.1",
-            "MARQUEE_INGEST_HTTP_PORT": str(INGEST_PORT),
-            "MARQUEE_INGEST_ENRICH_URL": f"http://127.0.0.1:{API_PORT}",
-            "MARQUEE_INGEST_FLUSH_INTERVAL_S": "2",
-            "MARQUEE_INGEST_GROUP_ID": "marquee-demo-ingest",
-        }
-        t0 = time.monotonic()
-        procs.start("ingest", [str(VENV_BIN / "marquee"), "ingest", "run"], env=ingest_env)
-        stats = wait_ingested(procs, "movielog")
-        ingest_s = time.monotonic() - t0
-        info(f"stored rows: {json.dumps(stats.get('rows', {}))}")
-        quarantined = quarantine_counts(store)
-        info(f"quarantined with a reason: {json.dumps(quarantined)}")
-        info(f"caught up in {ingest_s:.1f} s ({lines / ingest_s:,.0f} lines/s including start-up)")
-        summary["ingest"] = {
-            "seconds": round(ingest_s, 1),
-            "rows": stats.get("rows"),
-            "quarantined": quarantined,
-        }
-
-        until = datetime.fromisoformat(START) + timedelta(days=args.days)
-        snapshot = RUN / "snapshots" / until.strftime("%Y%m%dT%H%M%S")
-        say(f"writing the training snapshot until {until.isoformat()} to {snapshot}")
-        marquee(
-            "ingest",
-            "snapshot",
-            "--until",
-            until.isoformat(),
-            "--out",
-            str(snapshot),
-            "--store",
-            str(store),
-            "--enrich-url",
-            f"http://127.0.0.1:{API_PORT}",
-            env=ingest_env,
-            log="ingest-snapshot",
-        )
-        manifest = json.loads((snapshot / "manifest.json").read_text())
-        info(f"row counts {manifest['row_counts']}, content hash {manifest['content_hash'][:12]}")
-
-        say("training, evaluating and registering SVD, KNN, popularity and ALS")
-        registry = RUN / "models"
-        t0 = time.monotonic()
-        marquee(
-            "train",
-            "--snapshot",
-            str(snapshot),
-            "--register",
-            "stable",
-            "--registry",
-            str(registry),
-            "--work-dir",
-            str(RUN / "trainer"),
-            "--reports",
-            str(RUN / "reports"),
-            log="train",
-        )
-        train_s = time.monotonic() - t0
-        report = RUN / "reports" / "report.md"
-        info(f"trained in {train_s:.1f} s; report: {report.relative_to(ROOT)}")
-        offline = offline_table(registry)
-        for line in offline:
+        summary: dict[str, Any] = stack.up_to_models()
+        metrics = stack.offline_metrics()
+        for line in offline_table(metrics):
             info(line)
-        name, metrics = best_model(registry)
-        info(
-            f"serving '{name}' (best validation NDCG@20: {_find_metric(metrics, SELECT)}; "
-            f"test NDCG@20: {_find_metric(metrics, NDCG)})"
-        )
-        summary["train"] = {"seconds": round(train_s, 1), "served_model": name}
+        arms = choose_arms(metrics)
+        arms.versions = {"control": stack.set_control(arms.control)}
+        info(f"treatment {arms.treatment}@canary, control {arms.control}@stable: {arms.why}")
+        stack.start_recommenders(arms)
+        t0 = time.monotonic()
+        first_control = arms.control
+        arms, truth, notes = decide_truth(stack, arms, metrics, args.truth_hours, args.max_users)
+        summary["truth_seconds"] = round(time.monotonic() - t0, 1)
+        doc = stack.serve_experiment(arms, policy)
+        summary["experiment"] = doc["experiment"]
+        models = sorted({arms.control, arms.treatment})
+        summary["config_before"] = _config_view(stack)
+        summary["registry_before"] = registry_channels(stack.registry, models)
 
-        say(f"starting the recommender (gunicorn) on 127.0.0.1:{RECO_PORT}")
-        procs.start(
-            "recommender",
-            [
-                str(VENV_BIN / "marquee"),
-                "serve",
-                "--registry",
-                str(registry),
-                "--model",
-                name,
-                "--bind",
-                f"127.0.0.1:{RECO_PORT}",
-                "--users-api",
-                f"http://127.0.0.1:{API_PORT}",
-                "--metrics-dir",
-                str(RUN / "recommender-metrics"),
-            ],
-        )
-        wait_ready(f"http://127.0.0.1:{RECO_PORT}/readyz", procs, "recommender")
-        sample = requests.get(f"http://127.0.0.1:{RECO_PORT}/recommend/42", timeout=2)
-        info(f"GET /recommend/42 -> {sample.status_code} {sample.text[:90]}…")
-        info(f"model version {sample.headers.get('X-Model-Version')}")
+        t0, live_since = time.monotonic(), time.time_ns()
+        decision = live_until_decided(stack, args.speed, args.max_live_seconds)
+        summary["live_seconds"] = round(time.monotonic() - t0, 1)
+        if decision is not None:
+            info(f"the monitor decided after {summary['live_seconds']:.0f} s: {decision['action']}")
+            time.sleep(3)  # the router re-reads the file; one more monitor step records it
+        snap = monitor_api(stack.ports, "/api/experiment")
+        stack.procs.stop(["sim-live"])
 
-        targets = {
-            "simulator": f"127.0.0.1:{API_PORT}",
-            "ingest": f"127.0.0.1:{INGEST_PORT}",
-            "recommender": f"127.0.0.1:{RECO_PORT}",
+        summary["arms"] = {
+            "control": arms.control, "treatment": arms.treatment, "why": arms.why,
+        }  # fmt: skip
+        summary["decision"] = decision
+        summary["config_after"] = _config_view(stack)
+        summary["registry_after"] = registry_channels(stack.registry, models)
+        summary["truth"] = truth.to_json()
+        summary["truth_notes"] = notes
+        verdict = truth_mod.monitor_verdict(
+            decision.get("action") if decision else None, decision.get("arm") if decision else None
+        )
+        summary["monitor_verdict"] = verdict
+        summary["agreement"] = truth_mod.agreement(truth.verdict, verdict)
+        summary["offline_lift"] = offline_lift(metrics, arms.treatment)
+        summary["online_by_arm"] = arm_rates(snap)
+        # Every list the simulated users were served during the live phase, as the stream saw
+        # it (latency at the client, pending lists included).
+        summary["online"] = online_summary(stack.store, live_since)
+        pop = _popularity_online(truth, notes, arms, first_control)
+        if pop is not None:
+            summary["popularity_online"] = pop
+        summary["prometheus"] = prometheus_summary(stack.ports)
+        summary["addresses"] = {
+            k: v
+            for k, v in stack.ports.addresses().items()
+            if k in ("experiment page (monitor)", "Prometheus", "monitor JSON API")
         }
-        with prometheus(targets):
-            say(
-                f"streaming live for {args.live_seconds:g} s at {LIVE_SPEED}x simulated speed:"
-                " users ask the recommender for lists and react to them"
-            )
-            live_since = time.time_ns()
-            marquee(
-                "sim",
-                "live",
-                *world,
-                "--kafka",
-                BOOTSTRAP,
-                "--run-dir",
-                str(RUN / "live"),
-                "--target",
-                f"http://127.0.0.1:{RECO_PORT}",
-                "--duration",
-                str(args.live_seconds),
-                "--reco-share",
-                "1.0",
-                "--speed",
-                str(LIVE_SPEED),
-                "--rate",
-                "2000",
-                "--reco-host",
-                f"127.0.0.1:{RECO_PORT}",
-                log="sim-live",
-            )
-            wait_ingested(procs, "movielog", timeout_s=120)
-            summary["online"] = online_summary(store, live_since - 10**9)
-            summary["prometheus"] = prometheus_summary()
-
-        say("summary")
         summary["total_seconds"] = round(time.monotonic() - t_start, 1)
-        print(json.dumps(summary, indent=2))
-        (RUN / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        info(f"logs in {LOGS.relative_to(ROOT)}, summary in .run/demo/summary.json")
+        (stack.run / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+        say("what happened")
+        for line in report_lines(summary):
+            info(line)
+        info(f"served lists (stream): {json.dumps(summary['online'])}")
+        info(f"prometheus: {json.dumps(summary['prometheus'])}")
+        info(f"{summary['total_seconds']:.0f} s in all; logs in {stack.logs}")
+        info(f"summary in {stack.run / 'summary.json'}")
         return 0
     finally:
         if args.keep:
-            info("--keep: services left running")
+            info("--keep: the stack is left running; 'make down' stops it")
+            stack.procs.close_logs()
         else:
-            procs.stop_all()
-            subprocess.run(
-                [str(ROOT / "scripts/kafka.sh"), "stop"],
-                env=kafka_env,
-                check=False,
-                capture_output=True,
-            )
+            stack.down()
+
+
+def _popularity_online(
+    truth: truth_mod.Truth, notes: dict[str, Any], arms: Arms, first_control: str
+) -> dict[str, float] | None:
+    """The served model's online watch rate against popularity's, from the truth runs."""
+    if first_control != "popularity":
+        return None
+    if arms.control == "popularity":
+        pop, served = truth.control.watch_rate, truth.treatment.watch_rate
+    else:
+        first = notes["first"]
+        pop, served = first["control"]["watch_rate"], first["treatment"]["watch_rate"]
+    return {"popularity": pop, "served": served, "diff": served - pop}
 
 
 if __name__ == "__main__":

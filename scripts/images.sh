@@ -98,7 +98,7 @@ ensure_uv() {
 # still there) is not rebuilt; podman's own layer checks take ~25 s per target here.
 inputs_hash() {
   (
-    cd "$ROOT"
+    cd "$1"
     find services -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 | sort -z \
       | xargs -0 sha256sum
     sha256sum deploy/Containerfile .containerignore pyproject.toml uv.lock README.md params.yaml
@@ -110,6 +110,11 @@ build() {
   need
   local targets=("$@")
   [[ ${#targets[@]} -gt 0 ]] || targets=("${TARGETS_ALL[@]}")
+  # One build at a time per clone (make test's background build, the tests' fixture): the
+  # others wait, then find the images up to date.
+  mkdir -p "$STAMPS"
+  exec 8>"$STAMPS/.build.lock"
+  flock 8
   ensure_base
   ensure_uv
   local cache offline=0 args=()
@@ -119,8 +124,14 @@ build() {
     offline=1
     args+=(--volume "$cache:/var/cache/uv")
   fi
+  # The sources as they are now, copied once for every target: an edit while the targets build
+  # must not give them different project layers, nor a stamp that does not match the image.
+  ctx="$(mktemp -d)"  # global: the EXIT trap runs after this function has returned
+  trap 'rm -rf "$ctx"' EXIT
+  (cd "$ROOT" && tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml uv.lock README.md \
+    params.yaml .containerignore services deploy/Containerfile) | tar -C "$ctx" -x
   local t start inputs stamp had id
-  inputs="$(inputs_hash)"
+  inputs="$(inputs_hash "$ctx")"
   for t in "${targets[@]}"; do
     start=$SECONDS
     stamp="$STAMPS/$t-$TAG"
@@ -129,11 +140,11 @@ build() {
       log "${PREFIX}$t:$TAG is up to date"; continue
     fi
     nice -n 19 podman --runtime runc build --quiet --layers \
-      -f "$ROOT/deploy/Containerfile" --target "$t" \
+      -f "$ctx/deploy/Containerfile" --target "$t" \
       --build-arg BASE="$(base_image)" --build-arg UV_IMAGE="$(uv_image)" \
       --build-arg UV_OFFLINE="$offline" "${args[@]}" \
       --label "org.opencontainers.image.version=$TAG" \
-      -t "${PREFIX}$t:$TAG" "$ROOT" >/dev/null
+      -t "${PREFIX}$t:$TAG" "$ctx" >/dev/null
     mkdir -p "$STAMPS"
     echo "$inputs $(pm image inspect -f '{{.Id}}' "${PREFIX}$t:$TAG")" > "$stamp"
     log "built ${PREFIX}$t:$TAG in $((SECONDS - start)) s"

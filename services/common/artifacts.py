@@ -1,8 +1,10 @@
 """The model artifact format and the filesystem model registry.  No pickle, ever.
 
 An artifact is a folder holding ``arrays.npz`` (plain numeric and string arrays, written
-deterministically, loaded with ``allow_pickle=False``) and ``manifest.json`` (provenance and
-the sha256 of every file).  Loading recomputes every hash and refuses a mismatch.
+deterministically, loaded with ``allow_pickle=False``), optionally text files a model library
+writes in its own format (e.g. ``ranker.txt``, a LightGBM model), and ``manifest.json``
+(provenance and the sha256 of every file).  Loading recomputes every hash and refuses a
+mismatch.
 
 The registry is ``<root>/<name>/<version>/`` with channel pointers
 ``<root>/<name>/channels/<channel>.json`` (``stable``, ``canary``) replaced atomically; each
@@ -20,6 +22,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -40,6 +43,8 @@ SIGNATURE_FILE: Final = "manifest.sig"
 SIGNATURE_ALG: Final = "hmac-sha256"
 CHANNELS: Final = ("stable", "canary")
 _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
+TEXT_FILE: Final = re.compile(r"^[a-z0-9_]+\.txt$")
+"""Names a text file of an artifact may have (no paths, no manifest look-alikes)."""
 
 
 class ArtifactError(Exception):
@@ -89,6 +94,8 @@ class Artifact:
     manifest: Manifest
     arrays: dict[str, npt.NDArray[Any]]
     path: Path
+    texts: dict[str, str] = field(default_factory=dict)
+    """Text files by name (e.g. a ranker in its library's own format), verified like arrays."""
 
 
 def sha256_file(path: Path) -> str:
@@ -136,13 +143,20 @@ def write_artifact(
     git_sha: str = "unknown",
     extra: Mapping[str, Any] | None = None,
     created: str | None = None,
+    texts: Mapping[str, str] | None = None,
 ) -> Manifest:
-    """Write ``arrays`` and a manifest into ``out_dir`` (created, or replaced when it exists)."""
+    """Write ``arrays``, ``texts`` and a manifest into ``out_dir`` (created, or replaced)."""
     out_dir = Path(out_dir)
+    for fname in texts or {}:
+        if not TEXT_FILE.match(fname):
+            raise ArtifactError(f"invalid text file name {fname!r}")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-artifact-", dir=out_dir.parent))
     try:
         _write_npz(tmp / ARRAYS_FILE, arrays)
         files = {ARRAYS_FILE: sha256_file(tmp / ARRAYS_FILE)}
+        for fname, text in sorted((texts or {}).items()):
+            (tmp / fname).write_bytes(text.encode())
+            files[fname] = sha256_file(tmp / fname)
         manifest = Manifest(
             name=name,
             family=family,
@@ -179,7 +193,8 @@ def load_artifact(path: Path) -> Artifact:
     """Load an artifact after checking the sha256 of every file against its manifest."""
     path = Path(path)
     manifest = read_manifest(path)
-    if set(manifest.files) != {ARRAYS_FILE}:
+    extra_files = set(manifest.files) - {ARRAYS_FILE}
+    if ARRAYS_FILE not in manifest.files or any(not TEXT_FILE.match(f) for f in extra_files):
         raise ArtifactError(f"manifest lists unexpected files {sorted(manifest.files)}")
     for fname, expected in manifest.files.items():
         fpath = path / fname
@@ -195,7 +210,11 @@ def load_artifact(path: Path) -> Artifact:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"cannot read {ARRAYS_FILE}: {exc}") from exc
-    return Artifact(manifest=manifest, arrays=arrays, path=path)
+    try:
+        texts = {f: (path / f).read_bytes().decode() for f in sorted(extra_files)}
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"a text file is not UTF-8: {exc}") from exc
+    return Artifact(manifest=manifest, arrays=arrays, path=path, texts=texts)
 
 
 def manifest_signature(manifest_bytes: bytes, key: bytes) -> str:

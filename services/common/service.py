@@ -35,10 +35,15 @@ __all__ = [
     "InvalidUserIdError",
     "Ready",
     "always_ready",
+    "health_answer",
+    "log_request",
+    "one_line",
     "ops_blueprint",
     "parse_user_id",
+    "readiness_answer",
     "register_error_handlers",
     "register_request_log",
+    "request_id_of",
 ]
 
 log = logging.getLogger("marquee.service")
@@ -85,6 +90,26 @@ def always_ready() -> tuple[bool, str]:
     return True, "serving"
 
 
+def health_answer(ok: bool) -> tuple[dict[str, str], int]:
+    """The ``/healthz`` body and status every service answers."""
+    return {"status": "ok" if ok else "unhealthy"}, 200 if ok else 503
+
+
+def readiness_answer(ok: bool, detail: str) -> tuple[dict[str, str], int]:
+    """The ``/readyz`` body and status every service answers."""
+    return {"status": "ready" if ok else "not ready", "detail": detail}, 200 if ok else 503
+
+
+def request_id_of(header: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, else a fresh one."""
+    return header if header and _REQUEST_ID.fullmatch(header) else uuid.uuid4().hex
+
+
+def one_line(code: int, message: str) -> str:
+    """The first line of an error message (the status code when there is none)."""
+    return message.splitlines()[0] if message else str(code)
+
+
 def ops_blueprint(
     ready: Ready = always_ready,
     *,
@@ -100,13 +125,13 @@ def ops_blueprint(
 
     @bp.get("/healthz")
     def healthz() -> tuple[Response, int]:
-        ok = healthy()
-        return jsonify(status="ok" if ok else "unhealthy"), 200 if ok else 503
+        body, status = health_answer(healthy())
+        return jsonify(body), status
 
     @bp.get("/readyz")
     def readyz() -> tuple[Response, int]:
-        ok, detail = ready()
-        return jsonify(status="ready" if ok else "not ready", detail=detail), 200 if ok else 503
+        body, status = readiness_answer(*ready())
+        return jsonify(body), status
 
     @bp.get("/metrics")
     def prometheus() -> Response:
@@ -118,7 +143,7 @@ def ops_blueprint(
 
 def error_response(code: int, message: str, style: Style) -> Response:
     """A one-line error body: ``{"error": message}`` or plain text."""
-    line = message.splitlines()[0] if message else str(code)
+    line = one_line(code, message)
     if style == "json":
         resp = jsonify(error=line)
         resp.status_code = code
@@ -170,8 +195,7 @@ def register_request_log(app: Flask, access_log: logging.Logger, *, enabled: boo
     @app.before_request
     def _begin() -> None:
         g.started = time.perf_counter()
-        rid = request.headers.get("X-Request-Id", "")
-        g.request_id = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
+        g.request_id = request_id_of(request.headers.get("X-Request-Id"))
 
     @app.after_request
     def _finish(resp: Response) -> Response:
@@ -179,19 +203,43 @@ def register_request_log(app: Flask, access_log: logging.Logger, *, enabled: boo
         resp.headers["X-Request-Id"] = rid
         if not enabled:
             return resp
-        level = logging.DEBUG if request.path in PROBE_PATHS else logging.INFO
-        if access_log.isEnabledFor(level):
-            fields: dict[str, Any] = {
-                "request_id": rid,
-                "method": request.method,
-                "path": request.path,
-                "status": resp.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", 0.0)) * 1e3, 3),
-                "remote_addr": request.remote_addr,
-                **g.get("log_fields", {}),
-            }
-            access_log.log(level, "request", extra=fields)
+        log_request(
+            access_log,
+            request_id=rid,
+            method=request.method,
+            path=request.path,
+            status=resp.status_code,
+            started=g.get("started", 0.0),
+            remote_addr=request.remote_addr,
+            fields=g.get("log_fields"),
+        )
         return resp
+
+
+def log_request(
+    access_log: logging.Logger,
+    *,
+    request_id: str,
+    method: str,
+    path: str,
+    status: int,
+    started: float,
+    remote_addr: str | None,
+    fields: dict[str, Any] | None = None,
+) -> None:
+    """One JSON access-log line (probes at DEBUG); ``started`` is a ``perf_counter`` value."""
+    level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
+    if access_log.isEnabledFor(level):
+        line: dict[str, Any] = {
+            "request_id": request_id,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1e3, 3),
+            "remote_addr": remote_addr,
+            **(fields or {}),
+        }
+        access_log.log(level, "request", extra=line)
 
 
 class BackgroundServer:

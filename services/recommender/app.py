@@ -103,6 +103,7 @@ def create_app(settings: RecommenderSettings | None = None) -> Flask:
         metrics,
         poll_interval_s=settings.poll_interval_s,
         load_retry_s=settings.load_retry_s,
+        list_cache_size=settings.list_cache_size,
     )
     holder.refresh()  # not ready yet is fine: the watcher keeps trying, /readyz says 503
     demographics = (

@@ -62,6 +62,12 @@ class RecommenderMetrics:
             ["reason"],
             registry=r,
         )
+        self.list_cache = Counter(
+            "marquee_recommender_list_cache",
+            "Known users' answers served from the per-model list cache (hit) or scored (miss).",
+            ["result"],
+            registry=r,
+        )
         self.user_lookups = Counter(
             "marquee_recommender_user_lookups",
             "Demographic look-ups for cold-start segments, by result.",

@@ -15,15 +15,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from services.common.artifacts import CHANNELS, ArtifactError, Registry, SignatureError
 from services.common.scoring import FACTOR_FAMILIES, GRAPH_FAMILIES, Scorer
+from services.recommender.cache import ListCache
 from services.recommender.metrics import RecommenderMetrics
 
 log = logging.getLogger("marquee.recommender.model")
+
+Kind = Literal["personalized", "popularity", "cold_start", "fallback"]
+"""How an answer was made (``X-Recommendation-Kind``)."""
 
 # An id with a comma or whitespace would break the one-line, comma-separated answer.
 _BAD_ID = re.compile(r"[,\s]")
@@ -40,6 +44,8 @@ class LoadedModel:
     snapshot_hash: str
     git_sha: str
     loaded_at: float = field(default_factory=time.time)
+    lists: ListCache[tuple[list[str], Kind]] = field(default_factory=lambda: ListCache(0))
+    """Known users' answers (items, kind) under this model; a new model starts empty."""
 
     @cached_property  # built once per model, not per request (works on a frozen dataclass)
     def headers(self) -> dict[str, str]:
@@ -97,8 +103,8 @@ def check_scorer(s: Scorer) -> None:
         if len(s.item_bias) != n_items:
             raise ArtifactError("item_bias length does not match items")
         _in_range(s.knn_indices, n_items, "knn_indices")
-    elif s.family == "segment":
-        pass  # Scorer checks the segment arrays' shapes against items, users and segment keys
+    elif s.family in ("segment", "rerank"):
+        pass  # Scorer checks these families' arrays against items, users and each other
     elif len(s.item_scores) != n_items:
         raise ArtifactError("item_scores length does not match items")
     ids = s.item_ids.astype(str)
@@ -108,8 +114,11 @@ def check_scorer(s: Scorer) -> None:
         raise ArtifactError("item ids are not distinct")
 
 
-def load_model(registry: Registry, name: str, ref: str) -> LoadedModel:
-    """Load, verify (sha256 and array consistency) and warm the model ``ref`` points at."""
+def load_model(registry: Registry, name: str, ref: str, list_cache_size: int = 0) -> LoadedModel:
+    """Load, verify (sha256 and array consistency) and warm the model ``ref`` points at.
+
+    ``list_cache_size``: known users whose answers the model keeps (at most its known users).
+    """
     artifact = registry.load(name, ref)
     m = artifact.manifest
     if m.name != name:
@@ -128,6 +137,7 @@ def load_model(registry: Registry, name: str, ref: str) -> LoadedModel:
         family=m.family,
         snapshot_hash=str(snapshot or "unknown"),
         git_sha=str(m.git_sha or "unknown"),
+        lists=ListCache(min(list_cache_size, len(scorer.user_ids))),
     )
 
 
@@ -167,6 +177,7 @@ class ModelHolder:
         *,
         poll_interval_s: float = 2.0,
         load_retry_s: float = 30.0,
+        list_cache_size: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
@@ -175,6 +186,7 @@ class ModelHolder:
         self.metrics = metrics
         self.poll_interval_s = poll_interval_s
         self.load_retry_s = load_retry_s
+        self.list_cache_size = list_cache_size
         self._clock = clock
         self._current: LoadedModel | None = None
         self._failed: dict[str, float] = {}  # version -> when its load last failed
@@ -219,7 +231,7 @@ class ModelHolder:
                 return False
             started = time.perf_counter()
             try:
-                model = load_model(self.registry, self.name, target)
+                model = load_model(self.registry, self.name, target, self.list_cache_size)
             except SignatureError as exc:  # unsigned or mis-signed: not ours, never served
                 self._failure("signature", target, exc)
                 return False

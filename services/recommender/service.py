@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 from services.recommender.demographics import UserDemographics
 from services.recommender.metrics import RecommenderMetrics
-from services.recommender.model import LoadedModel, ModelHolder
+from services.recommender.model import Kind, LoadedModel, ModelHolder
 
 log = logging.getLogger("marquee.recommender.service")
 
-Kind = Literal["personalized", "popularity", "cold_start", "fallback"]
+__all__ = ["Kind", "Recommendation", "RecommendationService"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +46,30 @@ class RecommendationService:
         self.metrics = metrics
         self.demographics = demographics
         self.k = k
+        self._hit = metrics.list_cache.labels("hit")  # bound once: no label lookup per request
+        self._miss = metrics.list_cache.labels("miss")
 
     def recommend(self, user_id: int) -> Recommendation | None:
         """The top-k list for ``user_id``; None only while no model has been loaded."""
         model = self.holder.current  # read once: a concurrent swap cannot change it under us
         if model is None:
             return None
+        cached = model.lists.get(user_id)
+        if cached is not None:  # a known user asked before under this model: no scoring
+            self._hit.inc()
+            return Recommendation(items=cached[0], model=model, kind=cached[1])
         scorer = model.scorer
+        segment: str | None = None
         try:
             if scorer.user_index(user_id) is not None:
                 items, personalized = scorer.recommend(user_id, self.k)
                 kind: Kind = "personalized" if personalized else "popularity"
-                segment = None
+                # A known user's list changes only with the model (scores and excluded
+                # history both come from it): distinct and capped once, then remembered.
+                items = list(dict.fromkeys(items))[: self.k]
+                model.lists.put(user_id, (items, kind))
+                self._miss.inc()
+                return Recommendation(items=items, model=model, kind=kind)
             else:
                 segment = self._segment(user_id, model)
                 items, _ = scorer.recommend(user_id, self.k, segment=segment)

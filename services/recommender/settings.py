@@ -44,6 +44,11 @@ class RecommenderSettings(ServiceSettings):
     """How long a fetched segment is trusted."""
     users_api_cooldown_s: float = Field(default=30.0, ge=0)
     """After a failed look-up, skip the user API this long so an outage costs no latency."""
+    list_cache_size: int = Field(default=100_000, ge=0)
+    """Known users whose list each worker keeps per model version (0: no cache).  A known
+    user's list changes only with the model, so a repeat request costs no scoring; the cache
+    is emptied by every model swap and never holds more than this many users (about 0.3 KB
+    each)."""
     access_log: bool = True
     """Write one JSON access-log line per request."""
     bind: str = "127.0.0.1:8082"

@@ -19,7 +19,6 @@ _FLAGS = {
     "config": "config_path",
     "bind": "bind",
     "workers": "workers",
-    "threads": "threads",
     "kafka": "kafka_bootstrap_servers",
     "metrics_dir": "metrics_dir",
 }
@@ -34,11 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="experiment YAML (MARQUEE_ROUTER_CONFIG_PATH)")
     serve.add_argument("--bind", help="host:port to listen on (default 127.0.0.1:8082)")
     serve.add_argument("--workers", type=int, help="gunicorn worker processes")
-    serve.add_argument("--threads", type=int, help="threads per worker")
     serve.add_argument("--kafka", help="Kafka bootstrap servers for the exposure log")
     serve.add_argument("--metrics-dir", help="prometheus multiprocess folder")
     serve.add_argument(
-        "--dev", action="store_true", help="one process, Flask's server (loopback binds only)"
+        "--dev", action="store_true", help="one process, no gunicorn (loopback binds only)"
     )
     check = sub.add_parser("check", help="validate an experiment file offline")
     check.add_argument("file", help="experiment YAML")
@@ -134,7 +132,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc), "give --bind host:port", EXIT_USAGE) from None
     if args.dev and not is_loopback(host):
-        # Werkzeug's development server is no server for a public address.
+        # One process without gunicorn's supervision is for a developer's machine only.
         raise CliError(f"--dev serves on loopback only, not {host}", "drop --dev", EXIT_USAGE)
     pin_blas_threads()
     if args.dev:
@@ -155,11 +153,13 @@ def _run_dev(settings: object) -> int:
 
     assert isinstance(settings, RouterSettings)
     configure_logging(settings.log_level, settings.log_json)
+    from aiohttp import web
+
     app = create_app(settings)
     runtime_of(app).start()
     host, port = split_bind(settings.bind)
     try:
-        app.run(host=host, port=port, threaded=True)
+        web.run_app(app, host=host, port=port, access_log=None, print=None)
     finally:
         runtime_of(app).stop()
     return 0

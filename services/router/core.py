@@ -1,16 +1,17 @@
 """The routing core: assign, ask the arm, fail over, interleave, shadow, record. No HTTP server.
 
-``Router.route(user_id)`` always returns a servable ``Answer``: the assigned arm's list, else
-the control arm's, else the config's static list, each fallback counted with its reason.
+``await Router.route(user_id)`` always returns a servable ``Answer``: the assigned arm's list,
+else the control arm's, else the config's static list, each fallback counted with its reason.
+It runs on the serving event loop: upstream calls are awaited, never block a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from services.common.events import ExposureEvent
@@ -89,11 +90,9 @@ class Router:
         self._breaker_args = (breaker_failures, breaker_cooldown_s)
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._rng = rng or random.Random()
-        self._lock = threading.Lock()
-        self._shadow_slots = threading.BoundedSemaphore(shadow_max_in_flight)
-        self._shadow_pool: ThreadPoolExecutor | None = None
-        self._pair_pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # apply() runs on the config watcher's thread
         self._shadow_max = shadow_max_in_flight
+        self._shadows: set[asyncio.Task[None]] = set()
         self.plan = self._build(config)
         self._publish(config)
 
@@ -127,7 +126,7 @@ class Router:
 
     # --- serving ----------------------------------------------------------------------------
 
-    def route(
+    async def route(
         self, user_id: int, request_id: str | None = None, at_ns: int | None = None
     ) -> Answer:
         """Answer ``user_id`` under the current config; never raises for upstream trouble.
@@ -141,9 +140,9 @@ class Router:
         self.metrics.assignments.labels(config.experiment, a.label).inc()
         deadline = started + self.budget.total_s
         if len(a.arms) == 2:
-            answer = self._interleaved(plan, a, user_id, deadline, request_id)
+            answer = await self._interleaved(plan, a, user_id, deadline, request_id)
         else:
-            answer = self._single(plan, a, user_id, deadline, request_id)
+            answer = await self._single(plan, a, user_id, deadline, request_id)
         if a.shadow and config.shadow is not None:
             self._shadow(config.shadow.url, user_id, answer.items)
         seconds = time.perf_counter() - started
@@ -175,7 +174,7 @@ class Router:
             3,
         )
 
-    def _call(
+    async def _call(
         self, plan: _Plan, arm: str, user_id: int, deadline: float, request_id: str | None
     ) -> Reply:
         breaker = plan.breakers[arm]
@@ -183,7 +182,7 @@ class Router:
             self.metrics.circuit.labels(arm).set(CIRCUIT_STATES["open"])
             return Reply(reason="circuit_open")
         budget = min(self.budget.per_call_s, deadline - time.perf_counter())
-        reply = self.upstream.recommend(plan.urls[arm], user_id, budget, request_id)
+        reply = await self.upstream.recommend(plan.urls[arm], user_id, budget, request_id)
         breaker.record(reply.ok)
         self.metrics.upstream_latency.labels(arm, reply.reason or "ok").observe(reply.seconds)
         self.metrics.circuit.labels(arm).set(CIRCUIT_STATES[breaker.state])
@@ -196,19 +195,19 @@ class Router:
     def _static(self, config: Experiment, label: str, reason: str) -> Answer:
         return Answer(config.experiment, label, STATIC, tuple(config.fallback), None, reason)
 
-    def _single(
+    async def _single(
         self, plan: _Plan, a: Assignment, user_id: int, deadline: float, rid: str | None
     ) -> Answer:
         config = plan.config
         arm = a.arms[0]
-        reply = self._call(plan, arm, user_id, deadline, rid)
+        reply = await self._call(plan, arm, user_id, deadline, rid)
         if reply.ok:
             return Answer(
                 config.experiment, a.label, arm, reply.items, None, None, reply.headers, reply.model
             )
         reason = reply.reason or "error"
         if arm != config.control:
-            second = self._call(plan, config.control, user_id, deadline, rid)
+            second = await self._call(plan, config.control, user_id, deadline, rid)
             if second.ok:
                 self._fallback(arm, reason, config.control)
                 return Answer(
@@ -224,17 +223,16 @@ class Router:
         self._fallback(arm, reason, STATIC)
         return self._static(config, a.label, reason)
 
-    def _interleaved(
+    async def _interleaved(
         self, plan: _Plan, a: Assignment, user_id: int, deadline: float, rid: str | None
     ) -> Answer:
         config = plan.config
         first, second = a.arms
         # Both arms at once: asking them one after the other would double the latency.
-        other: Future[Reply] = self._pairs().submit(
-            self._call, plan, second, user_id, deadline, rid
+        r1, r2 = await asyncio.gather(
+            self._call(plan, first, user_id, deadline, rid),
+            self._call(plan, second, user_id, deadline, rid),
         )
-        r1 = self._call(plan, first, user_id, deadline, rid)
-        r2 = other.result()
         if r1.ok and r2.ok:
             items, teams = team_draft(r1.items, r2.items, (first, second), rng=self._rng)
             control = r1 if first == config.control else r2
@@ -267,44 +265,30 @@ class Router:
         self._fallback(second, r2.reason or "error", STATIC)
         return self._static(config, a.label, reason)
 
-    def _pairs(self) -> ThreadPoolExecutor:
-        if self._pair_pool is None:
-            with self._lock:
-                if self._pair_pool is None:
-                    self._pair_pool = ThreadPoolExecutor(16, thread_name_prefix="interleave")
-        return self._pair_pool
-
     # --- shadow -----------------------------------------------------------------------------
 
     def _shadow(self, url: str, user_id: int, served: tuple[str, ...]) -> None:
-        if not self._shadow_slots.acquire(blocking=False):
+        if len(self._shadows) >= self._shadow_max:
             self.metrics.shadow.labels("shed").inc()
             return
-        if self._shadow_pool is None:
-            with self._lock:
-                if self._shadow_pool is None:
-                    self._shadow_pool = ThreadPoolExecutor(
-                        self._shadow_max, thread_name_prefix="shadow"
-                    )
-        try:
-            self._shadow_pool.submit(self._shadow_call, url, user_id, served)
-        except RuntimeError:  # shutting down
-            self._shadow_slots.release()
+        task = asyncio.get_running_loop().create_task(self._shadow_call(url, user_id, served))
+        self._shadows.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._shadows.discard)
 
-    def _shadow_call(self, url: str, user_id: int, served: tuple[str, ...]) -> None:
-        try:
-            reply = self.upstream.recommend(url, user_id, self.budget.per_call_s)
-            self.metrics.shadow.labels(reply.reason or "ok").inc()
-            self.metrics.shadow_latency.observe(reply.seconds)
-            if reply.ok and served:
-                overlap = len(set(served) & set(reply.items)) / len(served)
-                self.metrics.shadow_overlap.observe(overlap)
-        finally:
-            self._shadow_slots.release()
+    async def _shadow_call(self, url: str, user_id: int, served: tuple[str, ...]) -> None:
+        reply = await self.upstream.recommend(url, user_id, self.budget.per_call_s)
+        self.metrics.shadow.labels(reply.reason or "ok").inc()
+        self.metrics.shadow_latency.observe(reply.seconds)
+        if reply.ok and served:
+            overlap = len(set(served) & set(reply.items)) / len(served)
+            self.metrics.shadow_overlap.observe(overlap)
+
+    async def drain(self) -> None:
+        """Wait for the shadow copies in flight (tests, and a graceful stop)."""
+        if self._shadows:
+            await asyncio.gather(*self._shadows, return_exceptions=True)
 
     def close(self) -> None:
-        """Stop the helper threads (shadow copies in flight are abandoned)."""
-        for pool in (self._shadow_pool, self._pair_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-        self._shadow_pool = self._pair_pool = None
+        """Abandon the shadow copies in flight."""
+        for task in list(self._shadows):
+            task.cancel()

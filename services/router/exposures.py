@@ -49,6 +49,7 @@ class ExposureLog:
         *,
         buffer_size: int = 100_000,
         batch_size: int = 500,
+        linger_s: float = 0.0,
         retry_s: float = 1.0,
         flush_timeout_s: float = 10.0,
     ) -> None:
@@ -56,6 +57,7 @@ class ExposureLog:
         self.topic = topic
         self.metrics = metrics
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.retry_s = retry_s
         self.flush_timeout_s = flush_timeout_s
         self._queue: queue.Queue[ExposureEvent] = queue.Queue(maxsize=buffer_size)
@@ -148,6 +150,11 @@ class ExposureLog:
             self._pending.append(self._queue.get(timeout=0.2))
         except queue.Empty:
             return
+        # Let a batch gather for linger_s: each flush is a produce request and its
+        # acknowledgement, which cost the serving process far more CPU than the events do.
+        # One sleep, not a wake-up per event.
+        if self.linger_s > 0 and self._queue.qsize() < self.batch_size:
+            self._stop.wait(self.linger_s)
         while len(self._pending) < self.batch_size:
             try:
                 self._pending.append(self._queue.get_nowait())

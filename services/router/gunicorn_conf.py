@@ -2,9 +2,10 @@
 
     python -m gunicorn -c services/router/gunicorn_conf.py   # what ``marquee route serve`` runs
 
-gthread workers (about one per core) with several threads each: a request mostly waits on its
-upstream, so threads overlap those waits.  Threads do not survive fork: each worker starts its
-own config watcher and exposure sender in post_worker_init.
+aiohttp workers (about one per core), an event loop each: a request mostly waits on its
+upstream, and a loop overlaps any number of those waits without a thread per request.
+Threads do not survive fork: each worker starts its own config watcher and exposure sender
+in post_worker_init.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ configure_logging(_settings.log_level, _settings.log_json)
 wsgi_app = "services.router.app:create_app()"
 bind = [_settings.bind]
 workers = _settings.workers
-worker_class = "gthread"
-threads = _settings.threads
+worker_class = "aiohttp.GunicornWebWorker"
 preload_app = True  # a bad experiment file fails once, in the master, before any worker
 graceful_timeout = _settings.graceful_timeout_s
 timeout = 30

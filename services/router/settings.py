@@ -40,6 +40,9 @@ class RouterSettings(ServiceSettings):
     and counted."""
     exposure_batch: int = Field(default=1000, ge=1)
     """Exposure events sent per batch."""
+    exposure_linger_s: float = Field(default=0.25, ge=0, le=5)
+    """How long the sender waits to fill a batch before sending it: fewer, fuller produce
+    requests cost each worker far less CPU; exposures reach Kafka this much later."""
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
     """How long one Kafka request of the exposure producer may take."""
     kafka_max_block_ms: int = Field(default=2_000, ge=100)
@@ -55,9 +58,10 @@ class RouterSettings(ServiceSettings):
     """host:port gunicorn listens on (the streaming service calls port 8082); loopback unless
     told otherwise (a container sets ``0.0.0.0:8082``)."""
     workers: int = Field(default=2, ge=1)
-    """gunicorn worker processes; about one per core."""
-    threads: int = Field(default=8, ge=1)
-    """Threads per worker (gthread): a request mostly waits on its upstream."""
+    """gunicorn worker processes (one event loop each); about one per core."""
+    max_idle_connections: int = Field(default=16, ge=1)
+    """Kept-alive connections per arm and worker, idle between requests; more are closed.  A
+    worker serves any number of requests at once on its event loop."""
     graceful_timeout_s: int = Field(default=20, ge=1)
     """Seconds a worker may take to finish in-flight requests after SIGTERM."""
     metrics_dir: Path = Path(".run/router-metrics")

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.common.events import RecommendationEvent, format_line
-from services.simulator.recommenders import RecoAnswer, Recommender
+from services.simulator.recommenders import OracleRecommender, RecoAnswer, Recommender
 from services.simulator.scenarios import Scenario, malform
 from services.simulator.world import World
 
@@ -35,14 +35,34 @@ WATCH, RATE, CREATE, RECO = 0, 1, 2, 3
 LABELS: Final = ("", "duplicate", "late", "cold_start", "rating_spam")
 _DUP, _LATE, _COLD, _SPAM = 1, 2, 3, 4
 
-# Behaviour parameters, in standard deviations of true utility (see world.py).
-OWN_CANDIDATES: Final = 64
-"""Movies a user considers when choosing alone: mostly popular ones, some from the long tail."""
-OWN_TEMPERATURE: Final = 0.5
-LIST_TEMPERATURE: Final = 0.5
-ACCEPT_BIAS: Final = -4.5
-ACCEPT_SLOPE: Final = 1.2
-"""p(pick from the list) = sigmoid(ACCEPT_BIAS + ACCEPT_SLOPE * list attractiveness)."""
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How simulated users choose, in standard deviations of true utility (see world.py).
+
+    Every field has a ``MARQUEE_SIM_*`` setting of the same name (``settings.py``); the
+    simulator's README describes the model they parameterise.
+    """
+
+    own_candidates: int = 64
+    """Movies a user considers when choosing alone: 3/4 drawn by popularity, 1/4 uniformly."""
+    own_temperature: float = 0.5
+    """Softmax temperature of the choice among those candidates (lower: pickier)."""
+    list_temperature: float = 0.5
+    """Softmax temperature of the choice within a recommended list."""
+    position_decay: float = 0.05
+    """Logit lost per position down a list: earlier positions get more attention."""
+    accept_bias: float = -4.5
+    """p(pick from the list) = sigmoid(accept_bias + accept_slope * list attractiveness)."""
+    accept_slope: float = 1.2
+    """See ``accept_bias``; attractiveness is the list's soft maximum of utility."""
+    rewatch_memory: int = 32
+    """Movies a user remembers having finished (the most recent ones; 0: no memory)."""
+    rewatch_penalty: float = 3.0
+    """Utility a remembered, finished movie loses when the user chooses again: at the
+    default temperatures about exp(-6), so users rarely rewatch what they finished."""
+    finished_share: float = 0.9
+    """A session that streams this share of the movie's remaining minutes finished it."""
 
 
 def parse_start(text: str) -> int:
@@ -66,6 +86,7 @@ class EngineConfig:
     scenario: Scenario = field(default_factory=Scenario)
     scenario_origin_ns: int | None = None
     """What the scenario's ``*_at_hours`` count from (default ``start_ns``; live: after warm-up)."""
+    behaviour: Behaviour = field(default_factory=Behaviour)
 
 
 @dataclass
@@ -77,6 +98,23 @@ class Batch:
     labels: list[tuple[int, str]]
     """(offset within ``lines``, kind) of every injected line."""
     end_ns: int
+
+
+@dataclass
+class EventArrays:
+    """One tick's events as arrays, in emit order (``Engine.step_arrays``).
+
+    ``kind`` is WATCH, RATE, CREATE or RECO; ``movie`` a catalog index (-1 when none);
+    ``value`` the minute (watch) or the stars (rating); ``recos`` the recommendation events of
+    the RECO rows, in order.
+    """
+
+    time_ns: npt.NDArray[np.int64]
+    user: npt.NDArray[np.int64]
+    kind: npt.NDArray[np.int8]
+    movie: npt.NDArray[np.int32]
+    value: npt.NDArray[np.int32]
+    recos: list[RecommendationEvent]
 
 
 class _Pending:
@@ -151,6 +189,43 @@ def _gumbel_argmax(
     return out
 
 
+class WatchMemory:
+    """The movies each user finished most recently: a bounded ring of ``slots`` per user."""
+
+    def __init__(self, capacity: int, slots: int, n_movies: int) -> None:
+        small = n_movies <= np.iinfo(np.int16).max  # half the memory for every real catalog
+        self.slots = slots
+        self.movies: npt.NDArray[np.signedinteger[Any]] = np.full(
+            (capacity, slots), -1, np.int16 if small else np.int32
+        )
+        self.next = np.zeros(capacity, np.int32)
+
+    def remember(self, uidx: npt.NDArray[np.int64], movies: npt.NDArray[np.int64]) -> None:
+        """Note that users ``uidx`` (distinct) finished ``movies``; the oldest slot is reused."""
+        if self.slots == 0 or len(uidx) == 0:
+            return
+        pos = self.next[uidx]
+        self.movies[uidx, pos] = movies
+        self.next[uidx] = (pos + 1) % self.slots
+
+    def contains(
+        self, uidx: npt.NDArray[np.int64], movies: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        """``[n, c]``: whether user ``uidx[r]`` remembers finishing ``movies[r, j]``."""
+        if self.slots == 0:
+            return np.zeros(movies.shape, bool)
+        mem = self.movies[uidx]
+        out: npt.NDArray[np.bool_] = (movies[:, :, None] == mem[:, None, :]).any(axis=2)
+        return out
+
+    def finished(self, user_id: int) -> list[int]:
+        """Movie indices user ``user_id`` remembers finishing, oldest first."""
+        row = self.movies[user_id - 1]
+        start = int(self.next[user_id - 1])
+        order = np.r_[row[start:], row[:start]]
+        return [int(m) for m in order if m >= 0]
+
+
 class Engine:
     """Simulates the world tick by tick and yields formatted ``Batch``es of stream lines."""
 
@@ -183,6 +258,10 @@ class Engine:
         self.base_pop = cat.popularity.astype(np.float64) ** 0.9
         self.watch_counts = np.zeros(self.n_movies, np.float64)
         self._set_pop_weights(self.base_pop)
+        self.behaviour = config.behaviour
+        self.memory = WatchMemory(world.capacity, self.behaviour.rewatch_memory, self.n_movies)
+        if isinstance(recommender, OracleRecommender):  # the oracle knows what users finished
+            recommender.memory = self.memory
         self.reco_payload: dict[int, RecommendationEvent] = {}
         self._next_reco = 0
         self.stats: dict[str, int] = {
@@ -251,6 +330,23 @@ class Engine:
         t0, t1 = self.now_ns, self.now_ns + self.tick_ns
         self._advance(t0, t1)
         return self._emit(self.pending.pop_until(t1), t1)
+
+    def step_arrays(self) -> EventArrays:
+        """Simulate one tick and return its events as arrays instead of formatted lines.
+
+        For in-process experiments (benchmarks) that would only parse the lines back; scenario
+        line injections (malformed, duplicate) are not applied here.
+        """
+        t0, t1 = self.now_ns, self.now_ns + self.tick_ns
+        self._advance(t0, t1)
+        cols = self.pending.pop_until(t1)
+        if cols is None:
+            z = np.zeros(0, np.int64)
+            return EventArrays(z, z, z.astype(np.int8), z.astype(np.int32), z.astype(np.int32), [])
+        _, time_ns, user, kind, movie, value, _ = cols
+        self.kind_counts += np.bincount(kind, minlength=4)
+        recos = [self.reco_payload.pop(int(v)) for v in value[kind == RECO].tolist()]
+        return EventArrays(time_ns, user, kind, movie, value, recos)
 
     def _advance(self, t0: int, t1: int) -> None:
         self.pending.push(self._simulate(t0, t1))
@@ -413,8 +509,10 @@ class Engine:
             )
         )
         end = watch_at + minutes * 60 * NS
+        finished = minutes >= self.behaviour.finished_share * (runtime - first)
+        self.memory.remember(uidx[finished], movie[finished])
         # Ratings: likelier after finishing; higher when the movie truly suits the user.
-        p_rate = 0.15 + 0.35 * (minutes >= 0.9 * (runtime - first))
+        p_rate = 0.15 + 0.35 * finished
         rated = rc.random(n) < p_rate
         # Relative to what a user usually picks (z ~ 2.2), plus a fixed per-user leniency,
         # so ratings spread like MovieLens' (mean ~3.5, every value used).
@@ -431,7 +529,8 @@ class Engine:
     def _own_choice(self, uidx: npt.NDArray[np.int64], t_ns: int) -> npt.NDArray[np.int64]:
         """A user choosing alone: the best-feeling of a few mostly popular candidates."""
         rc = self.rng_choice
-        n, c = len(uidx), OWN_CANDIDATES
+        b = self.behaviour
+        n, c = len(uidx), b.own_candidates
         n_pop = c * 3 // 4
         cand = np.empty((n, c), np.int64)
         cand[:, :n_pop] = np.searchsorted(
@@ -440,7 +539,8 @@ class Engine:
         cand[:, n_pop:] = rc.integers(0, self.n_movies, (n, c - n_pop))
         np.minimum(cand, self.n_movies - 1, out=cand)
         z = self.world.utility_matrix(uidx, cand, t_ns).astype(np.float64)
-        pick = _gumbel_argmax(rc, z / OWN_TEMPERATURE)
+        z -= b.rewatch_penalty * self.memory.contains(uidx, cand)
+        pick = _gumbel_argmax(rc, z / b.own_temperature)
         out: npt.NDArray[np.int64] = cand[np.arange(n), pick]
         return out
 
@@ -463,9 +563,14 @@ class Engine:
             if a.malformed:
                 self.malformed_answers[a.malformed] = self.malformed_answers.get(a.malformed, 0) + 1
         valid = lists >= 0
-        z = self.world.utility_matrix(users - 1, np.maximum(lists, 0), t_ns).astype(np.float64)
+        b = self.behaviour
+        shown = np.maximum(lists, 0)
+        z = self.world.utility_matrix(users - 1, shown, t_ns).astype(np.float64)
+        # A movie the user just finished is no reason to open the list: re-serving history
+        # earns little.
+        z -= b.rewatch_penalty * self.memory.contains(users - 1, shown)
         # Earlier positions get more attention.
-        logits = z / LIST_TEMPERATURE - 0.05 * np.arange(20)
+        logits = z / b.list_temperature - b.position_decay * np.arange(20)
         logits = np.where(valid, logits, -np.inf)
         has = valid.any(axis=1)
         mx = np.where(has, logits.max(axis=1), 0.0)
@@ -473,8 +578,8 @@ class Engine:
             total = np.where(valid, np.exp(logits - mx[:, None]), 0.0).sum(axis=1)
         # A row without a usable list sums to 0; log(1) keeps it finite, ``has`` zeroes it.
         lse = mx + np.log(np.where(has, total, 1.0))
-        attract = LIST_TEMPERATURE * lse
-        p = np.where(has, _sigmoid(ACCEPT_BIAS + ACCEPT_SLOPE * attract), 0.0)
+        attract = b.list_temperature * lse
+        p = np.where(has, _sigmoid(b.accept_bias + b.accept_slope * attract), 0.0)
         accepted = rc.random(n) < p
         pick_col = _gumbel_argmax(rc, np.where(valid, logits, -1e9))
         picks = lists[np.arange(n), pick_col]

@@ -16,7 +16,7 @@ import pyarrow as pa
 from services.common import online
 from services.common.events import RecommendationEvent, WatchEvent, parse
 from services.common.online import WatchRate
-from services.simulator.engine import NS, Engine, EngineConfig
+from services.simulator.engine import NS, Behaviour, Engine, EngineConfig
 from services.simulator.recommenders import make_recommender
 from services.simulator.world import World, WorldConfig
 
@@ -54,12 +54,17 @@ def watch_rate(lines: Iterable[str], window_s: int = WINDOW_S) -> WatchRate:
 
 
 def simulate_lines(
-    world_config: WorldConfig, target: str, hours: float, seed: int, reco_share: float = 1.0
+    world_config: WorldConfig,
+    target: str,
+    hours: float,
+    seed: int,
+    reco_share: float = 1.0,
+    behaviour: Behaviour | None = None,
 ) -> list[str]:
     """Lines of a fresh world (same seed, same users) whose sessions ask ``target``."""
     world = World.build(world_config)
     rec = make_recommender(target, world, seed=seed + 5)
-    cfg = EngineConfig(seed=seed, reco_share=reco_share)
+    cfg = EngineConfig(seed=seed, reco_share=reco_share, behaviour=behaviour or Behaviour())
     engine = Engine(world, cfg, rec)
     out: list[str] = []
     for batch in engine.run(until_ns=cfg.start_ns + int(hours * 3600 * NS)):

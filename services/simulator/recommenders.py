@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -169,9 +169,12 @@ class OracleRecommender(_Builtin):
     """Top-k by true taste (as of the call time): the best any model could do."""
 
     host = "oracle:8082"
+    memory: Any = None
+    """The engine's ``WatchMemory`` (set by the engine): finished movies are left out."""
 
     def _lists(self, user_ids: npt.NDArray[np.int64], t_ns: int) -> npt.NDArray[np.int64]:
-        return self.world.true_top_k_batch(user_ids, self.k, t_ns)
+        done = None if self.memory is None else self.memory.movies[user_ids - 1]
+        return self.world.true_top_k_batch(user_ids, self.k, t_ns, exclude=done)
 
 
 class PopularityRecommender(_Builtin):

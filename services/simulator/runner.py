@@ -67,6 +67,7 @@ def build_simulation(
         reco_share=settings.reco_share if rec is not None else 0.0,
         scenario=scenario,
         scenario_origin_ns=scenario_origin_ns,
+        behaviour=settings.behaviour(),
     )
     return Simulation(world, Engine(world, cfg, rec), rec)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from pydantic import Field
 
 from services.common.settings import ServiceSettings, service_config
+from services.simulator.engine import Behaviour
 
 
 class SimulatorSettings(ServiceSettings):
@@ -61,3 +64,27 @@ class SimulatorSettings(ServiceSettings):
     ``0.0.0.0`` explicitly)."""
     port: int = 8080
     """Port the API server listens on."""
+
+    # --- behaviour of simulated users (README "Behaviour model"; utility in standard deviations)
+    own_candidates: int = Field(default=64, ge=1)
+    """Movies a user considers when choosing alone: 3/4 drawn by popularity, 1/4 uniformly."""
+    own_temperature: float = Field(default=0.5, gt=0)
+    """Softmax temperature of the choice among those candidates (lower: pickier)."""
+    list_temperature: float = Field(default=0.5, gt=0)
+    """Softmax temperature of the choice within a recommended list."""
+    position_decay: float = Field(default=0.05, ge=0)
+    """Logit lost per position down a recommended list (earlier positions get more attention)."""
+    accept_bias: float = -4.5
+    """p(pick from the list) = sigmoid(accept_bias + accept_slope * list attractiveness)."""
+    accept_slope: float = Field(default=1.2, ge=0)
+    """Weight of the list's attractiveness (its soft maximum of utility) in that probability."""
+    rewatch_memory: int = Field(default=32, ge=0, le=4096)
+    """Finished movies each user remembers, most recent first (0: no memory, rewatch freely)."""
+    rewatch_penalty: float = Field(default=3.0, ge=0)
+    """Utility a remembered finished movie loses when the user chooses again (0: none)."""
+    finished_share: float = Field(default=0.9, gt=0, le=1)
+    """Share of a movie's remaining minutes a session must stream to count as finishing it."""
+
+    def behaviour(self) -> Behaviour:
+        """The behaviour constants as the engine takes them."""
+        return Behaviour(**{f.name: getattr(self, f.name) for f in fields(Behaviour)})

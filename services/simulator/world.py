@@ -253,11 +253,21 @@ class World:
         return [self.catalog.ids[i] for i in top_k_indices(self.scores(user_id, t_ns), k)]
 
     def true_top_k_batch(
-        self, user_ids: npt.NDArray[np.int64], k: int = 20, t_ns: int | None = None
+        self,
+        user_ids: npt.NDArray[np.int64],
+        k: int = 20,
+        t_ns: int | None = None,
+        exclude: npt.NDArray[np.integer[Any]] | None = None,
     ) -> npt.NDArray[np.int64]:
-        """Movie indices (``[B, k]``, best first) of each user's truly best movies."""
+        """Movie indices (``[B, k]``, best first) of each user's truly best movies.
+
+        ``exclude`` (``[B, E]``, -1 = none): movies left out of row ``b``'s list.
+        """
         uf = self._factors(np.asarray(user_ids, np.int64) - 1, t_ns)
         s = uf @ self.movie_factors.T
+        if exclude is not None and exclude.size:
+            rows, cols = np.nonzero(exclude >= 0)
+            s[rows, exclude[rows, cols]] = -np.inf
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
         out: npt.NDArray[np.int64] = np.take_along_axis(part, order, axis=1)

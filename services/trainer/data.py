@@ -13,7 +13,7 @@ periods are checked (``check_disjoint``), not assumed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -100,6 +100,13 @@ class Prepared:
     age: npt.NDArray[np.int16]
     periods: dict[str, Period]
     info: dict[str, Any] = field(default_factory=dict)
+    occupation: npt.NDArray[np.str_] | None = None
+    """Each user's occupation ("" unknown), from the user API; None when the source has none."""
+    item_year: npt.NDArray[np.int16] | None = None
+    """Each movie's release year (0 unknown), from the movie API."""
+    item_genres: npt.NDArray[np.uint8] | None = None
+    """items × genres, 1 where the movie has the genre (columns: ``genre_names``)."""
+    genre_names: npt.NDArray[np.str_] | None = None
 
     @property
     def n_users(self) -> int:
@@ -126,14 +133,8 @@ class Prepared:
         )
         empty = Period.empty()
         info = {**self.info, "fit_on": "all"}
-        return Prepared(
-            self.item_ids,
-            self.user_ids,
-            self.gender,
-            self.age,
-            {"train": merged, "val": empty, "test": empty, "all": merged},
-            info,
-        )
+        periods = {"train": merged, "val": empty, "test": empty, "all": merged}
+        return replace(self, periods=periods, info=info)
 
     def with_validation_in_train(self) -> Prepared:
         """Train + validation as ``train``, test unchanged: the refit the test period scores.
@@ -148,7 +149,7 @@ class Prepared:
         )
         info = {**self.info, "fit_on": "train+val"}
         periods = {"train": merged, "val": Period.empty(), "test": self.periods["test"]}
-        return Prepared(self.item_ids, self.user_ids, self.gender, self.age, periods, info)
+        return replace(self, periods=periods, info=info)
 
     def segments(self) -> npt.NDArray[np.str_]:
         """``segment_key`` of every user (computed per distinct age, not per user)."""
@@ -388,6 +389,11 @@ def prepare(
         gender[pos] = np.where(np.isin(g, ["M", "F"]), g, "U")
         age[pos] = pc.fill_null(users["age"], -1).to_numpy().astype(np.int16)
 
+    occupation = np.full(len(user_ids), "", dtype=object)
+    if users.num_rows and "occupation" in users.column_names:
+        occupation[pos] = [o or "" for o in users["occupation"].to_pylist()]
+    item_year, item_genres, genre_names = _movie_features(movies, item_ids)
+
     info = {
         "snapshot": provenance,
         "cutoffs_ns": {"val": t_val, "test": t_test},
@@ -403,9 +409,39 @@ def prepare(
         "users": len(user_ids),
         "items": len(item_ids),
     }
-    prepared = Prepared(item_ids, user_ids, gender, age, periods, info)
+    prepared = Prepared(
+        item_ids,
+        user_ids,
+        gender,
+        age,
+        periods,
+        info,
+        occupation=occupation.astype(str),
+        item_year=item_year,
+        item_genres=item_genres,
+        genre_names=genre_names,
+    )
     check_disjoint(prepared)
     return prepared
+
+
+def _movie_features(
+    movies: pa.Table, item_ids: npt.NDArray[np.str_]
+) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.uint8], npt.NDArray[np.str_]]:
+    """Release year (0 unknown) and genre flags of every catalog item, from the movies table."""
+    year = np.zeros(len(item_ids), np.int16)
+    ids = movies["movie_id"].to_pylist() if movies.num_rows else []
+    pos = np.searchsorted(item_ids, np.array(ids, dtype=str)) if ids else np.zeros(0, np.int64)
+    if ids and "year" in movies.column_names:
+        year[pos] = pc.fill_null(movies["year"], 0).to_numpy().astype(np.int16)
+    lists = movies["genres"].to_pylist() if ids and "genres" in movies.column_names else []
+    names = np.array(sorted({g for gs in lists if gs for g in gs}), dtype=str)
+    flags = np.zeros((len(item_ids), len(names)), np.uint8)
+    col = {g: n for n, g in enumerate(names.tolist())}
+    for row, gs in zip(pos.tolist(), lists, strict=False):
+        for g in gs or ():
+            flags[row, col[g]] = 1
+    return year, flags, names
 
 
 def check_disjoint(prepared: Prepared) -> None:
@@ -450,17 +486,20 @@ def check_disjoint(prepared: Prepared) -> None:
 def save(prepared: Prepared, out: Path) -> None:
     """Write the prepared data as Parquet plus ``split.json`` (no pickle)."""
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"movie_id": prepared.item_ids.tolist()}), out / "items.parquet")
-    pq.write_table(
-        pa.table(
-            {
-                "user_id": prepared.user_ids,
-                "gender": prepared.gender.tolist(),
-                "age": prepared.age,
-            }
-        ),
-        out / "users.parquet",
-    )
+    items: dict[str, Any] = {"movie_id": prepared.item_ids.tolist()}
+    if prepared.item_year is not None and prepared.item_genres is not None:
+        names = prepared.genre_names if prepared.genre_names is not None else np.zeros(0, str)
+        items["year"] = prepared.item_year
+        items["genres"] = [names[np.flatnonzero(r)].tolist() for r in prepared.item_genres]
+    pq.write_table(pa.table(items), out / "items.parquet")
+    users: dict[str, Any] = {
+        "user_id": prepared.user_ids,
+        "gender": prepared.gender.tolist(),
+        "age": prepared.age,
+    }
+    if prepared.occupation is not None:
+        users["occupation"] = prepared.occupation.tolist()
+    pq.write_table(pa.table(users), out / "users.parquet")
     for name, per in prepared.periods.items():
         pq.write_table(
             pa.table(
@@ -509,11 +548,23 @@ def load(folder: Path) -> Prepared:
             rt["rating"].to_numpy().astype(np.float32),
             rt["time"].to_numpy().astype(np.int64),
         )
+    item_ids = np.array(items["movie_id"].to_pylist(), dtype=str)
+    year, genres, names = (
+        _movie_features(items, item_ids) if "genres" in items.column_names else (None, None, None)
+    )
     return Prepared(
-        item_ids=np.array(items["movie_id"].to_pylist(), dtype=str),
+        item_ids=item_ids,
         user_ids=users["user_id"].to_numpy().astype(np.int64),
         gender=np.array(users["gender"].to_pylist(), dtype=str),
         age=users["age"].to_numpy().astype(np.int16),
         periods=periods,
         info=json.loads((folder / "split.json").read_text()),
+        occupation=(
+            np.array(users["occupation"].to_pylist(), dtype=str)
+            if "occupation" in users.column_names
+            else None
+        ),
+        item_year=year,
+        item_genres=genres,
+        genre_names=names,
     )

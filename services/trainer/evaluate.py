@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from services.common.artifacts import ARRAYS_FILE, load_artifact
+from services.common.artifacts import load_artifact
 from services.common.scoring import Scorer
 from services.trainer.data import Prepared
 from services.trainer.models.base import item_popularity, users_with_train_data
@@ -327,7 +327,7 @@ def load_cost(artifact_dir: Path) -> tuple[Scorer, dict[str, Any], dict[str, Any
     finally:
         tracemalloc.stop()
     cost = {
-        "artifact_bytes": (artifact_dir / ARRAYS_FILE).stat().st_size,
+        "artifact_bytes": sum((artifact_dir / f).stat().st_size for f in artifact.manifest.files),
         "loaded_bytes": int(current),
         "load_peak_bytes": int(peak),
     }

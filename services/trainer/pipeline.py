@@ -176,13 +176,15 @@ def run_train(
         git_sha=sha or git_sha(),
         # the snapshot's end, not the wall clock, so a re-run writes identical bytes
         created=_dt.datetime.fromtimestamp(until / 1e9, _dt.UTC).isoformat(timespec="seconds"),
+        texts=fitted.texts,
     )
     cost = {
         "family": family,
         "version": manifest.version,
         "train_seconds": round(seconds, 3),
         "peak_rss_bytes": peak_rss_bytes(),
-        "artifact_bytes": (out / "arrays.npz").stat().st_size,
+        "artifact_bytes": sum((out / f).stat().st_size for f in manifest.files),
+        **fitted.info,
     }
     suffix = "" if fit_on == "train" else "-refit"
     write_json(where["reports"] / "train" / f"{family}{suffix}.json", cost)
@@ -314,6 +316,7 @@ def run_register(
                 metrics=metrics,
                 git_sha=sha or m.git_sha,
                 extra={**m.extra, "evaluated_version": evaluated.version},
+                texts=artifact.texts,
             )
             if rewritten.version != m.version:  # same arrays and params must keep the address
                 raise RuntimeError(f"{family}: version changed on re-write")

@@ -29,3 +29,16 @@ def cluster(tools: Tools) -> Iterator[Cluster]:
 def images() -> dict[str, str]:
     """Every service image, built once per session with podman ({target: image})."""
     return build_images()
+
+
+BUILT = {"tools", "cluster", "images"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The deploy tests last: `make test` builds their binaries and images meanwhile.  The
+    first test to need them may wait for that build (minutes on a cold machine): the tests
+    that use them get an hour, not the suite's 10 minutes, so a cold build is not a failure."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/deploy/"))
+    for item in items:
+        if BUILT & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.timeout(3600))

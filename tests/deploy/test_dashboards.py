@@ -1,6 +1,7 @@
 """Every Grafana panel's query returns data from a real Prometheus scraping the running stack:
 two recommenders under gunicorn with small registered models, the router between them (its
-exposure log on the test broker), and ingest consuming a stream with malformed lines."""
+exposure log on the test broker), ingest storing the stream (with malformed lines) and the
+exposures, and the monitor judging the experiment from that store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from services.common.service import CLIENT_TIME_HEADER
 from tests.infra import ROOT, KafkaBroker, PrometheusServer, free_port, wait_until
 from tests.router.servers import Proc, register_models, start, start_recommender, start_router
 
@@ -22,19 +24,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DASHBOARDS = ROOT / "helm" / "marquee" / "files" / "grafana" / "dashboards"
 
 
-def stream(n: int) -> list[bytes]:
-    """``n`` lines of the last hour: watches and ratings, and every 50th malformed."""
-    start_at = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
-    lines = []
+# Event time of the test: requests are stamped (the router trusts the caller's clock, as with a
+# fast simulated world) two hours ago onwards, so the stream after them closes their windows.
+START = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=2)
+REQUEST_EVERY = timedelta(seconds=15)
+
+
+def stream(n: int, served: dict[int, tuple[datetime, str]]) -> list[bytes]:
+    """``n`` lines from an hour after START: watches and ratings, every 50th malformed; and a
+    watch of the first recommended movie two minutes after every third served list."""
+    start_at = START + timedelta(hours=1)
+    timed = []
     for i in range(n):
-        ts = (start_at + timedelta(seconds=i)).isoformat(timespec="seconds")
+        at = start_at + timedelta(seconds=i)
+        ts = at.isoformat(timespec="seconds")
         if i % 50 == 49:
-            lines.append(f"{ts},{i},GET /data/m/broken".encode())
+            timed.append((at, f"{ts},{i},GET /data/m/broken"))
         elif i % 7 == 0:
-            lines.append(f"{ts},{100 + i % 40},GET /rate/the+matrix+1999={1 + i % 5}".encode())
+            timed.append((at, f"{ts},{100 + i % 40},GET /rate/the+matrix+1999={1 + i % 5}"))
         else:
-            lines.append(f"{ts},{100 + i % 40},GET /data/m/the+matrix+1999/{i % 90}.mpg".encode())
-    return lines
+            timed.append((at, f"{ts},{100 + i % 40},GET /data/m/the+matrix+1999/{i % 90}.mpg"))
+    for user, (served_at, movie) in served.items():
+        if user % 3 == 0:
+            at = served_at + timedelta(minutes=2)
+            timed.append(
+                (at, f"{at.isoformat(timespec='seconds')},{user},GET /data/m/{movie}/0.mpg")
+            )
+    return [line.encode() for _, line in sorted(timed)]
 
 
 @pytest.fixture
@@ -57,16 +73,21 @@ def stack(tmp_path: Path, kafka: KafkaBroker) -> Iterator[dict[str, Proc | str]]
             "fallback: [the+matrix+1999]\n"
         )
         exposures = kafka.create_topic(f"exposures-{uuid.uuid4().hex[:8]}")
-        router = start_router(config, tmp_path, kafka=kafka.bootstrap, topic=exposures, workers=1)
+        router = start_router(
+            config, tmp_path, kafka=kafka.bootstrap, topic=exposures, workers=1,
+            extra={"MARQUEE_ROUTER_TRUST_CLIENT_TIME": "true"},
+        )  # fmt: skip
         procs.append(router)
-        topic = kafka.create_topic(f"movielog-{uuid.uuid4().hex[:8]}")
+        # One partition: the monitor judges up to the lowest partition head, and a partition a
+        # few lines happen to miss would hold it back.
+        topic = kafka.create_topic(f"movielog-{uuid.uuid4().hex[:8]}", partitions=1)
         port = free_port()
         ingest = start(
             ["ingest", "run"],
             {
                 "MARQUEE_INGEST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
                 "MARQUEE_INGEST_STORE_PATH": str(tmp_path / "store"),
-                "MARQUEE_INGEST_TOPICS": topic,
+                "MARQUEE_INGEST_TOPICS": f"{topic},{exposures}",
                 "MARQUEE_INGEST_GROUP_ID": f"dash-{topic}",
                 "MARQUEE_INGEST_DLQ_ENABLED": "false",
                 "MARQUEE_INGEST_FLUSH_INTERVAL_S": "1",
@@ -79,8 +100,21 @@ def stack(tmp_path: Path, kafka: KafkaBroker) -> Iterator[dict[str, Proc | str]]
             "/readyz",
         )
         procs.append(ingest)
+        port = free_port()
+        # Dry run: it judges and records but never rewrites the experiment the router reads.
+        monitor = start(
+            ["monitor", "run", "--config", str(config), "--store", str(tmp_path / "store"),
+             "--dry-run", "--port", str(port), "--interval", "0.5", "--lateness", "0",
+             "--checkpoint-dir", str(tmp_path / "monitor-state"),
+             "--db", f"sqlite:///{tmp_path / 'monitor.sqlite3'}"],
+            {"MARQUEE_MONITOR_LOG_JSON": "false"},
+            f"http://127.0.0.1:{port}",
+            tmp_path / "monitor.log",
+            "/healthz",  # ready only after its first step on data: the stream comes later
+        )  # fmt: skip
+        procs.append(monitor)
         yield {"control": control, "treatment": treatment, "router": router, "ingest": ingest,
-               "topic": topic}  # fmt: skip
+               "monitor": monitor, "topic": topic, "store": str(tmp_path / "store")}  # fmt: skip
     finally:
         for p in procs:
             p.kill()
@@ -105,21 +139,37 @@ def test_every_panel_query_returns_data(
             "recommender-als": address(procs["treatment"]),
             "router": address(procs["router"]),
             "ingest": address(procs["ingest"]),
+            "monitor": address(procs["monitor"]),
         }
     )
     wait_until(
-        lambda: len([r for r in prom.query("up == 1") if r["metric"]["job"] != "prometheus"]) == 4,
+        lambda: len([r for r in prom.query("up == 1") if r["metric"]["job"] != "prometheus"]) == 5,
         60,
         every=0.5,
         what="every target scraped",
     )
+    # The stream flows before the router is asked (as in a running stack): with no stream stored
+    # yet, the exposures' own head would let the monitor judge them before their watches arrive.
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    producer.send(str(stack["topic"]), f"{START.isoformat()},1,GET /data/m/prelude/0.mpg".encode())
+    producer.flush()
+    commits = Path(str(stack["store"])) / "_commits"
+    wait_until(lambda: list(commits.glob("*.json")), 60, what="the first line stored")
     # Traffic after the first scrapes, so every counter has a before and an after.
     session = requests.Session()
+    served: dict[int, tuple[datetime, str]] = {}
     for user in range(1, 201):
-        assert session.get(f"{procs['router'].url}/recommend/{user}", timeout=5).status_code == 200
+        at = START + user * REQUEST_EVERY
+        stamp = str(int(at.replace(tzinfo=UTC).timestamp()) * 10**9)
+        answer = session.get(
+            f"{procs['router'].url}/recommend/{user}",
+            headers={CLIENT_TIME_HEADER: stamp},
+            timeout=5,
+        )
+        assert answer.status_code == 200
+        served[user] = (at, answer.text.split(",")[0].strip())
     session.get(f"{procs['control'].url}/recommend/999999", timeout=5)  # a cold start
-    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
-    for line in stream(1000):
+    for line in stream(1000, served):
         producer.send(str(stack["topic"]), line)
     producer.flush()
     producer.close()
@@ -141,3 +191,10 @@ def test_every_panel_query_returns_data(
     assert not missing, "panels without data:\n" + "\n".join(
         f"  {board} / {title}: {expr}" for (board, title), expr in missing.items()
     )
+    # The monitor judged real exposures from the store: users in both arms, some converted.
+    users = {
+        r["metric"]["arm"]: float(r["value"][1]) for r in prom.query("marquee_monitor_arm_users")
+    }
+    assert users.get("control", 0) > 0 and users.get("treatment", 0) > 0, users
+    converted = prom.query('sum(marquee_monitor_arm_conversion{bound="estimate"}) > 0')
+    assert converted, "no arm converted a user"

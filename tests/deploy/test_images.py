@@ -311,3 +311,69 @@ def test_monitor_image_evaluates_an_experiment(
     assert "image-test" in answer.text
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert "marquee_monitor_steps_total" in metrics
+
+
+def rendered_container(tools: Any, kind: str, suffix: str, *values: str) -> dict[str, Any]:
+    """The first container of the chart's ``kind`` named ``*suffix``, rendered with ``values``."""
+    from tests.deploy.render import find
+
+    obj = find(helm_template(tools, *(a for v in values for a in ("--set", v))), kind, suffix)
+    spec = obj["spec"]["jobTemplate"]["spec"] if kind == "CronJob" else obj["spec"]
+    container: dict[str, Any] = spec["template"]["spec"]["containers"][0]
+    return container
+
+
+def env_options(container: dict[str, Any]) -> list[str]:
+    """``-e NAME=value`` for each of the container's literal environment variables."""
+    literal = [e for e in container.get("env", []) if "value" in e]
+    return [a for e in literal for a in ("-e", f"{e['name']}={e['value']}")]
+
+
+def test_simulator_image_serves_the_world_api(
+    images: dict[str, str], containers: Containers, tools: Any
+) -> None:
+    # Run as the chart runs it (its args and environment), in a small world.
+    container = rendered_container(
+        tools, "Deployment", "-simulator",
+        "simulator.enabled=true", "simulator.users=5000", "simulator.movies=500",
+    )  # fmt: skip
+    port = free_port()
+    name = containers.run(
+        images["simulator"], *container["args"],
+        opts=["-p", f"127.0.0.1:{port}:8080", *env_options(container)],
+    )  # fmt: skip
+    ready(f"http://127.0.0.1:{port}/readyz", containers, name)
+    user = requests.get(f"http://127.0.0.1:{port}/user/42", timeout=5)
+    assert user.status_code == 200
+    assert list(user.json()) == ["user_id", "age", "occupation", "gender"]
+    assert requests.get(f"http://127.0.0.1:{port}/user/99999999", timeout=5).status_code == 404
+    bad = requests.get(f"http://127.0.0.1:{port}/user/abc", timeout=5)
+    assert bad.status_code == 400 and "error" in bad.json()
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert "marquee_sim" in metrics
+
+
+def test_trainer_image_runs_the_cronjobs_command(
+    images: dict[str, str], tools: Any, tmp_path: Path
+) -> None:
+    """The CronJob's exact command on a small snapshot: every family registered on canary; a
+    second run finds the registry up to date and exits 0 (the schedule may fire again)."""
+    events = shared_dir(tmp_path / "events")
+    registry = shared_dir(tmp_path / "registry")
+    # A small snapshot, written by the image's own `marquee train synth`.
+    podman("run", "--rm", *HARDENED, "-v", f"{events}:/data/events", images["trainer"],
+           "synth", "/data/events/snapshots/small", "--users", "300", "--items", "100")  # fmt: skip
+    container = rendered_container(tools, "CronJob", "-trainer")
+    assert container["args"] == ["--snapshot", "latest", "--register", "canary"]
+    argv = ["run", "--rm", *HARDENED, *env_options(container),
+            "-v", f"{events}:/data/events:ro", "-v", f"{registry}:/data/registry",
+            images["trainer"], *container["args"], "--json"]  # fmt: skip
+    first = podman(*argv, timeout=600)
+    report = json.loads(first.stdout)
+    families = set(report["models"])
+    assert {"popularity", "svd", "als"} <= families
+    for family in families:
+        channel = json.loads((registry / family / "channels" / "canary.json").read_text())
+        assert (registry / family / channel["version"] / "manifest.json").is_file(), family
+    again = podman(*argv, timeout=600)
+    assert "up to date" in again.stderr

@@ -140,3 +140,19 @@ def test_dashboard_is_well_formed(path: Path) -> None:
     tmp.write_text(json.dumps(rules))
     out = promtool("check", "rules", str(tmp))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_experiment_dashboard_shows_every_monitor_metric() -> None:
+    """The monitor's verdict is on the experiment dashboard: each of its metrics has a panel."""
+    text = (ROOT / "services" / "monitor" / "metrics.py").read_text()
+    names = re.findall(r"[\"'](marquee_monitor_[a-z_]+)[\"']", text)
+    defined = {n.removesuffix("_total") for n in names}
+    assert len(defined) >= 14
+    board = json.loads((DASHBOARDS / "marquee-experiment.json").read_text())
+    shown = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in board["panels"]
+        for target in panel["targets"]
+        for name in referenced(target["expr"])
+    }
+    assert not defined - shown, f"monitor metrics without a panel: {sorted(defined - shown)}"

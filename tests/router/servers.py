@@ -110,7 +110,6 @@ def start_router(config: Path, tmp: Path, *, kafka: str | None = None, topic: st
     env = {
         "MARQUEE_ROUTER_CONFIG_PATH": str(config),
         "MARQUEE_ROUTER_WORKERS": str(workers),
-        "MARQUEE_ROUTER_THREADS": "8",
         "MARQUEE_ROUTER_RELOAD_INTERVAL_S": "0.2",
         "MARQUEE_ROUTER_ACCESS_LOG": "false",
         "MARQUEE_ROUTER_METRICS_DIR": str(tmp / f"metrics-router-{port}"),

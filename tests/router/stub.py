@@ -17,7 +17,8 @@ def items_for(name: str, user_id: int, n: int = 20) -> list[str]:
 
 
 class StubRecommender:
-    """``GET /recommend/<user>`` on loopback; ``mode``: ok, slow, error, garbage, too_many, dead."""
+    """``GET /recommend/<user>`` on loopback; ``mode``: ok, slow, error, garbage, too_many, dead,
+    chunked, huge, drop_reused (a kept-alive connection closed by the server as it is reused)."""
 
     def __init__(self, name: str, *, version: str | None = None) -> None:
         self.name = name
@@ -25,7 +26,10 @@ class StubRecommender:
         self.mode = "ok"
         self.delay_s = 0.0
         self.calls = 0
+        self.connections = 0
         self.users: list[int] = []
+        self.request_ids: list[str | None] = []
+        self.paths: list[str] = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,14 +39,33 @@ class StubRecommender:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                stub.connections += 1
+                self.served = 0
+
             def do_GET(self) -> None:
                 stub.calls += 1
+                self.served += 1
                 user = int(self.path.rsplit("/", 1)[-1])
                 stub.users.append(user)
+                stub.paths.append(self.path)
+                stub.request_ids.append(self.headers.get("X-Request-Id"))
                 mode = stub.mode
-                if mode == "dead":  # a crashed process: the connection drops, no answer
+                if mode == "dead" or (mode == "drop_reused" and self.served > 1):
+                    # a crashed process, or a keep-alive timeout: the connection drops unanswered
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    return
+                if mode == "chunked":
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    body = ",".join(items_for(stub.name, user)).encode()
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                    return
+                if mode == "huge":
+                    self._send(200, "a" * 20_000)
                     return
                 if mode == "slow":
                     time.sleep(stub.delay_s)
@@ -66,7 +89,10 @@ class StubRecommender:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # like a real server's backlog: bursts of connects wait
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)

@@ -8,30 +8,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
+from aiohttp import web
 
 from services.router.app import create_app, runtime_of
 from services.router.config import ConfigError
 from services.router.settings import RouterSettings
+from tests.router.appserver import AppClient
 from tests.router.conftest import experiment, write_experiment
 from tests.router.stub import StubRecommender, items_for
 
 
 @pytest.fixture
-def app(config_file: Path) -> Iterator[Flask]:
+def app(config_file: Path) -> Iterator[web.Application]:
     app = create_app(RouterSettings(config_path=config_file, reload_interval_s=0.05))
     yield app
     runtime_of(app).stop()
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(app: web.Application) -> Iterator[AppClient]:
+    served = AppClient(app)
+    yield served
+    served.close()
 
 
-def metric(client: FlaskClient, name: str, **labels: str) -> float:
-    text = client.get("/metrics").get_data(as_text=True)
+def metric(client: AppClient, name: str, **labels: str) -> float:
+    text = client.get("/metrics").text
     total = 0.0
     for line in text.splitlines():
         m = re.fullmatch(r"([a-z_]+)(\{.*\})? (\S+)", line)
@@ -41,16 +43,16 @@ def metric(client: FlaskClient, name: str, **labels: str) -> float:
 
 
 def test_answer_carries_the_arm_and_the_models_headers(
-    client: FlaskClient, stubs: dict[str, StubRecommender]
+    client: AppClient, stubs: dict[str, StubRecommender]
 ) -> None:
     seen = set()
     for user in range(1, 40):
         resp = client.get(f"/recommend/{user}", headers={"X-Request-Id": f"req-{user}"})
         assert resp.status_code == 200
-        assert resp.content_type.startswith("text/plain")
+        assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
         arm = resp.headers["X-Arm"]
         seen.add(arm)
-        assert resp.get_data(as_text=True) == ",".join(items_for(arm, user))
+        assert resp.text == ",".join(items_for(arm, user))
         assert resp.headers["X-Experiment"] == "exp-1"
         assert resp.headers["X-Served-By"] == arm
         assert resp.headers["X-Model-Name"] == arm
@@ -68,23 +70,39 @@ def test_answer_carries_the_arm_and_the_models_headers(
              "/recommend/1.5", "/recommend/99999999999999999999", "/recommend/1/2"],
 )  # fmt: skip
 def test_bad_user_ids_get_a_400_and_are_never_forwarded(
-    client: FlaskClient, stubs: dict[str, StubRecommender], path: str
+    client: AppClient, stubs: dict[str, StubRecommender], path: str
 ) -> None:
     resp = client.get(path)
     assert resp.status_code == 400
-    body = resp.get_data(as_text=True)
+    body = resp.text
     assert body and "\n" not in body and "user id" in body
     assert stubs["control"].calls == stubs["treatment"].calls == 0
     assert metric(client, "marquee_router_requests_total", arm="none", status="400") == 1
 
 
-def test_other_paths_and_methods(client: FlaskClient) -> None:
-    assert client.get("/nope").status_code == 404
-    assert client.post("/recommend/1").status_code == 405
+def test_other_paths_and_methods(client: AppClient, stubs: dict[str, StubRecommender]) -> None:
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.text == "404 not found"
+    post = client.post("/recommend/1")
+    assert post.status_code == 405 and post.text == "405 method not allowed"
+    assert post.headers["Allow"] == "GET"
+    # HEAD would be an exposure nobody saw: refused, and never forwarded
+    assert client.session.head(client.url + "/recommend/1").status_code == 405
+    assert stubs["control"].calls == stubs["treatment"].calls == 0
+
+
+def test_every_answer_carries_a_request_id(client: AppClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-Id": "abc-1"}).headers["X-Request-Id"] == (
+        "abc-1"
+    )
+    minted = client.get("/recommend/x", headers={"X-Request-Id": "bad id with spaces"})
+    assert minted.status_code == 400 and re.fullmatch(
+        r"[0-9a-f]{32}", minted.headers["X-Request-Id"]
+    )
 
 
 def test_fallback_header_and_static_list(
-    client: FlaskClient, stubs: dict[str, StubRecommender]
+    client: AppClient, stubs: dict[str, StubRecommender]
 ) -> None:
     stubs["treatment"].mode = "error"
     users = range(1, 30)
@@ -101,12 +119,12 @@ def test_fallback_header_and_static_list(
     assert "X-Model-Name" not in resp.headers
 
 
-def test_ops_routes(client: FlaskClient) -> None:
+def test_ops_routes(client: AppClient) -> None:
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and "exp-1" in json.loads(ready.data)["detail"]
+    assert ready.status_code == 200 and "exp-1" in json.loads(ready.content)["detail"]
     client.get("/recommend/1")
-    body = client.get("/metrics").get_data(as_text=True)
+    body = client.get("/metrics").text
     for name in ("marquee_router_requests_total", "marquee_router_request_duration_seconds",
                  "marquee_router_upstream_duration_seconds", "marquee_router_assignments_total",
                  "marquee_router_arm_weight", "marquee_router_exposure_share",
@@ -114,8 +132,9 @@ def test_ops_routes(client: FlaskClient) -> None:
         assert name in body, name
 
 
-def test_the_config_reloads_while_serving(app: Flask, client: FlaskClient, config_file: Path,
-                                          stubs: dict[str, StubRecommender]) -> None:  # fmt: skip
+def test_the_config_reloads_while_serving(
+    app: web.Application, client: AppClient, config_file: Path, stubs: dict[str, StubRecommender]
+) -> None:
     runtime = runtime_of(app)
     runtime.start()
     urls = {n: s.url for n, s in stubs.items()}
@@ -157,7 +176,7 @@ def test_exposures_use_the_callers_clock_only_when_trusted(config_file: Path, tr
     app = create_app(RouterSettings(config_path=config_file, trust_client_time=trust))
     recorded = _Recorded()
     runtime_of(app).router.exposures = recorded  # type: ignore[assignment]
-    client = app.test_client()
+    client = AppClient(app)
     simulated = 1_772_400_000_123_456_789  # 2026-03-01T21:20:00.123456789, ahead of no clock
     before = time.time_ns()
     assert client.get("/recommend/7", headers={CLIENT_TIME: str(simulated)}).status_code == 200
@@ -172,4 +191,5 @@ def test_exposures_use_the_callers_clock_only_when_trusted(config_file: Path, tr
         assert times[0] >= before // 1_000_000 * 1_000_000
     # a bad or missing header never fails a request and falls back to the wall clock
     assert all(t >= before // 1_000_000 * 1_000_000 for t in times[1:])
+    client.close()
     runtime_of(app).stop()

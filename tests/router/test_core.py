@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-import time
-from typing import Any
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,7 +15,6 @@ from services.router.core import Budget, Router
 from services.router.exposures import ExposureLog
 from services.router.metrics import RouterMetrics
 from services.router.upstream import Reply
-from tests.infra import wait_until
 from tests.router.conftest import FALLBACK, experiment
 from tests.router.stub import items_for
 
@@ -28,7 +28,7 @@ class FakeUpstream:
         self.fail: dict[str, str] = {}
         self.calls: list[tuple[str, int, float]] = []
 
-    def recommend(
+    async def recommend(
         self, base_url: str, user_id: int, budget_s: float, request_id: str | None = None
     ) -> Reply:
         self.calls.append((base_url, user_id, budget_s))
@@ -48,6 +48,29 @@ class Sink:
     def record(self, event: Any) -> bool:
         self.events.append(event)
         return True
+
+
+T = TypeVar("T")
+_runner: asyncio.Runner | None = None
+
+
+@pytest.fixture(autouse=True)
+def event_loop_runner() -> Iterator[None]:
+    """One event loop per test: the router's shadow tasks outlive the request they copy."""
+    global _runner
+    _runner = asyncio.Runner()
+    yield
+    _runner.close()
+    _runner = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    assert _runner is not None
+    return _runner.run(coro)
+
+
+def route(router: Router, user_id: int) -> Any:
+    return run(router.route(user_id))
 
 
 def make(upstream: FakeUpstream, **overrides: Any) -> tuple[Router, Sink, RouterMetrics]:
@@ -77,7 +100,7 @@ def test_the_assigned_arm_serves_with_its_provenance() -> None:
     up = FakeUpstream()
     router, sink, metrics = make(up)
     user = user_on(router, "treatment")
-    answer = router.route(user)
+    answer = route(router, user)
     assert answer.served_by == "treatment" and answer.fallback is None
     assert list(answer.items) == items_for("treatment", user)
     assert answer.model == ("treatment", "treatment-v1")
@@ -95,12 +118,12 @@ def test_a_failing_arm_falls_back_to_control_then_to_the_static_list(reason: str
     router, sink, metrics = make(up)
     user = user_on(router, "treatment")
     up.fail["treatment"] = reason
-    answer = router.route(user)
+    answer = route(router, user)
     assert (answer.served_by, answer.fallback, answer.label) == ("control", reason, "treatment")
     assert list(answer.items) == items_for("control", user)
     assert sink.events[-1].model_name == "control" and sink.events[-1].fallback == reason
     up.fail["control"] = "timeout"
-    answer = router.route(user)
+    answer = route(router, user)
     assert (answer.served_by, answer.fallback, list(answer.items)) == ("static", reason, FALLBACK)
     assert sink.events[-1].model_name is None and sink.events[-1].status == 200
     assert value(metrics, "marquee_router_fallbacks_total", arm="treatment", reason=reason,
@@ -113,7 +136,7 @@ def test_control_failing_goes_straight_to_the_static_list() -> None:
     up = FakeUpstream()
     router, _, _ = make(up)
     up.fail["control"] = "status_5xx"
-    answer = router.route(user_on(router, "control"))
+    answer = route(router, user_on(router, "control"))
     assert answer.served_by == "static" and answer.fallback == "status_5xx"
     assert len(up.calls) == 1
 
@@ -124,9 +147,9 @@ def test_an_open_circuit_skips_the_dead_arm() -> None:
     user = user_on(router, "treatment")
     up.fail["treatment"] = "connect_error"
     for _ in range(3):
-        router.route(user)
+        route(router, user)
     calls = len(up.calls)
-    answer = router.route(user)
+    answer = route(router, user)
     assert answer.fallback == "circuit_open" and answer.served_by == "control"
     assert [c[0] for c in up.calls[calls:]] == ["http://control"], "the dead arm is not called"
     assert value(metrics, "marquee_router_circuit_state", arm="treatment") == 2
@@ -134,15 +157,15 @@ def test_an_open_circuit_skips_the_dead_arm() -> None:
 
 def test_budgets_limit_each_call_and_the_whole_request() -> None:
     class Slow(FakeUpstream):
-        def recommend(self, base_url: str, user_id: int, budget_s: float,
-                      request_id: str | None = None) -> Reply:  # fmt: skip
-            time.sleep(0.15)
-            super().recommend(base_url, user_id, budget_s)
+        async def recommend(self, base_url: str, user_id: int, budget_s: float,
+                            request_id: str | None = None) -> Reply:  # fmt: skip
+            await asyncio.sleep(0.15)
+            await super().recommend(base_url, user_id, budget_s)
             return Reply(reason="timeout", seconds=0.15)
 
     up = Slow()
     router, _, _ = make(up)
-    router.route(user_on(router, "treatment"))
+    route(router, user_on(router, "treatment"))
     (first, _, b1), (second, _, b2) = up.calls
     assert (first, second) == ("http://treatment", "http://control")
     assert b1 == pytest.approx(0.2) and b2 < 0.4 - 0.15 + 0.01
@@ -151,7 +174,7 @@ def test_budgets_limit_each_call_and_the_whole_request() -> None:
 def test_unexposed_users_are_served_by_control_and_labelled() -> None:
     up = FakeUpstream()
     router, sink, _ = make(up, exposure=0.0)
-    answer = router.route(5)
+    answer = route(router, 5)
     assert answer.label == "unexposed" and answer.served_by == "control"
     assert sink.events[-1].arm == "unexposed"
 
@@ -159,7 +182,7 @@ def test_unexposed_users_are_served_by_control_and_labelled() -> None:
 def test_interleaving_asks_both_arms_and_tags_every_item() -> None:
     up = FakeUpstream()
     router, sink, _ = make(up, mode="interleave")
-    answer = router.route(77)
+    answer = route(router, 77)
     assert answer.label == "interleave" and answer.fallback is None
     assert answer.item_arms is not None and set(answer.item_arms) == {"control", "treatment"}
     both = set(items_for("control", 77)) | set(items_for("treatment", 77))
@@ -169,27 +192,25 @@ def test_interleaving_asks_both_arms_and_tags_every_item() -> None:
     line = sink.events[-1]
     assert line.item_arms == answer.item_arms and line.model_name == "control"
     up.fail["treatment"] = "timeout"
-    answer = router.route(77)
+    answer = route(router, 77)
     assert answer.fallback == "timeout" and set(answer.item_arms or ()) == {"control"}
     assert list(answer.items) == items_for("control", 77)
     up.fail["control"] = "timeout"
-    assert router.route(77).served_by == "static"
+    assert route(router, 77).served_by == "static"
 
 
 def test_shadow_copies_are_measured_never_served() -> None:
     up = FakeUpstream()
     router, _, metrics = make(up, shadow={"url": "http://shadow", "share": 1.0})
-    answer = router.route(9)
+    answer = route(router, 9)
     assert answer.served_by in ("control", "treatment")
-    wait_until(lambda: value(metrics, "marquee_router_shadow_requests_total", outcome="ok") == 1,
-               timeout=5)  # fmt: skip
+    run(router.drain())
+    assert value(metrics, "marquee_router_shadow_requests_total", outcome="ok") == 1
     assert value(metrics, "marquee_router_shadow_overlap_ratio_count") == 1
     up.fail["shadow"] = "timeout"
-    assert router.route(9).fallback is None, "a failing shadow changes nothing"
-    wait_until(
-        lambda: value(metrics, "marquee_router_shadow_requests_total", outcome="timeout") == 1,
-        timeout=5,
-    )
+    assert route(router, 9).fallback is None, "a failing shadow changes nothing"
+    run(router.drain())
+    assert value(metrics, "marquee_router_shadow_requests_total", outcome="timeout") == 1
     router.close()
 
 
@@ -199,7 +220,7 @@ def test_apply_swaps_the_config_and_keeps_circuits_of_unchanged_arms() -> None:
     breaker = router.plan.breakers["treatment"]
     router.apply(Experiment.model_validate(experiment(URLS, exposure=0.0, experiment="exp-2")))
     assert router.plan.breakers["treatment"] is breaker
-    assert router.route(user_on(router, "unexposed")).experiment == "exp-2"
+    assert route(router, user_on(router, "unexposed")).experiment == "exp-2"
     assert value(metrics, "marquee_router_arm_weight", experiment="exp-1", arm="treatment") == 0
     assert value(metrics, "marquee_router_arm_weight", experiment="exp-2", arm="treatment") == 50
 
@@ -222,10 +243,10 @@ def test_exposure_events_follow_the_contract() -> None:
     log = ExposureLog(Producer, "exposures", metrics)
     cfg = Experiment.model_validate(experiment(URLS, mode="interleave"))
     router = Router(cfg, up, metrics, log)  # type: ignore[arg-type]
-    router.route(3)
+    route(router, 3)
     up.fail["treatment"] = "status_5xx"
     up.fail["control"] = "timeout"
-    router.route(4)
+    route(router, 4)
     assert log.flush_once()
     first, second = (parse(v) for v in sent)
     assert first.kind == "exposure" and first.item_arms is not None  # type: ignore[union-attr]

@@ -173,3 +173,19 @@ def test_a_send_of_unknown_outcome_is_waited_on_never_sent_twice() -> None:
     assert len(producer.records) == 6, "only the failed one is sent again"
     futures[-1].ok = futures[-1].is_done = True
     assert log.flush_once() and log.sent == 5 and log.buffered == 0
+
+
+def test_a_trickle_of_events_is_sent_in_few_batches() -> None:
+    producer = FakeProducer()
+    log = ExposureLog(lambda: producer, "exposures", RouterMetrics(), linger_s=0.3)
+    log.start()
+    try:
+        for user in range(1, 31):  # 30 events over about 0.3 s, as requests arrive
+            log.record(event(user))
+            time.sleep(0.01)
+        wait_until(lambda: log.sent == 30, timeout=5)
+    finally:
+        log.stop(timeout=2)
+    # Without lingering each event would wake the sender for a flush of its own.
+    assert producer.flushes <= 4
+    assert [k for _, k, _ in producer.records] == [str(u).encode() for u in range(1, 31)]

@@ -122,6 +122,46 @@ def test_reload_under_load_with_zero_failed_requests(stack: Stack) -> None:
     write_experiment(stack.config, experiment(urls, exposure=0.5))
 
 
+def test_interleaving_merges_both_real_models_lists(stack: Stack) -> None:
+    write_experiment(stack.config, experiment(stack.urls(), mode="interleave"))
+    time.sleep(1.0)
+    try:
+        with requests.Session() as s:
+            from_both = 0
+            for user in range(1, 60):
+                r = s.get(f"{stack.router.url}/recommend/{user}", timeout=2)
+                assert r.status_code == 200 and "X-Fallback" not in r.headers
+                assert (r.headers["X-Arm"], r.headers["X-Served-By"]) == (
+                    "interleave",
+                    "control+treatment",
+                )
+                lists = {
+                    arm: s.get(f"{p.url}/recommend/{user}", timeout=2).text.split(",")
+                    for arm, p in stack.arms.items()
+                }
+                items = r.text.split(",")
+                assert len(items) == len(set(items)) == 20
+                assert set(items) <= set(lists["control"]) | set(lists["treatment"])
+                # team draft: each list's top picks lead, in their own order
+                for ranked in lists.values():
+                    mine = [i for i in items if i in ranked and i not in lists_other(lists, ranked)]
+                    assert mine == sorted(mine, key=ranked.index)
+                from_both += any(i not in lists["treatment"] for i in items) and any(
+                    i not in lists["control"] for i in items
+                )
+        assert from_both > 30, "the two models' lists differ, so the merge shows both"
+        # the answer names control's model: the exposure's item tags say who gave what
+        assert stack.router.total("marquee_router_requests_total", arm="interleave") >= 59
+    finally:
+        write_experiment(stack.config, experiment(stack.urls(), exposure=0.5))
+        time.sleep(1.0)
+
+
+def lists_other(lists: dict[str, list[str]], ranked: list[str]) -> set[str]:
+    """The ids of the other arm's list."""
+    return {i for arm_list in lists.values() if arm_list is not ranked for i in arm_list}
+
+
 def test_a_slow_arm_falls_back_within_the_budget(stack: Stack) -> None:
     slow = StubRecommender("treatment")
     slow.mode, slow.delay_s = "slow", 2.0

@@ -18,7 +18,7 @@ DVC = Path(sys.executable).parent / "dvc"
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run a command in the copy; fail the test with its output when it fails."""
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, f"{args}: {out.stdout[-2000:]}\n{out.stderr[-3000:]}"
     return out
 
@@ -41,7 +41,9 @@ def pipeline_copy(repo: Path, snapshot_dir: Path) -> dict[str, str]:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["models"]["svd"].update(n_factors=8, n_epochs=5)
     params["models"]["als"].update(factors=8, iterations=3, threads=1)
+    params["models"]["rerank"].update(als_factors=4, n_estimators=10, label_windows=1)
     params["evaluate"].update(max_users=200, timing_users=20)
+    params["tune"].update(families=["popularity", "rerank"], trials=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,

@@ -16,6 +16,10 @@ import yaml
 from services.common.artifacts import Registry
 from tests.trainer.dvcrepo import DVC, pipeline_copy, run
 
+# a full `dvc repro` runs ~20 stage processes (train and refit per family, tune): on a shared
+# 2-core machine that can take longer than the suite's default per-test limit
+pytestmark = pytest.mark.timeout(2400)
+
 
 @pytest.fixture
 def pipeline(tmp_path: Path, snapshot_dir: Path) -> tuple[Path, dict[str, str]]:

@@ -26,6 +26,15 @@ SMALL = {
     "bpr": {"factors": 8, "iterations": 5, "threads": 1},
     "ease": {"l2": 50.0, "max_items": 100, "neighbours": 20},
     "segment": {"half_life_days": 30.0},
+    "rerank": {
+        "l2": 50.0,
+        "max_items": 100,
+        "neighbours": 20,
+        "als_factors": 4,
+        "als_iterations": 3,
+        "n_estimators": 10,
+        "min_data_in_leaf": 20,
+    },
 }
 
 
@@ -95,6 +104,7 @@ def test_deterministic_with_a_seed(
         arrays=fitted[family].arrays,
         params=again.params,
         snapshot={},
+        texts=fitted[family].texts,
     )
     b = write_artifact(
         tmp_path / "b",
@@ -104,6 +114,7 @@ def test_deterministic_with_a_seed(
         params=again.params,
         snapshot={},
         created="x",
+        texts=again.texts,
     )
     assert a.version == b.version
 
@@ -120,6 +131,7 @@ def test_round_trip_gives_identical_recommendations(
             arrays=f.arrays,
             params=f.params,
             snapshot={},
+            texts=f.texts,
         )
         loaded = Scorer(load_artifact(tmp_path / family))
         for u in users:
@@ -266,7 +278,13 @@ def test_the_recommender_accepts_every_family(fitted: dict, family: str, tmp_pat
 
     f = fitted[family]
     write_artifact(
-        tmp_path / "a", name=family, family=family, arrays=f.arrays, params=f.params, snapshot={}
+        tmp_path / "a",
+        name=family,
+        family=family,
+        arrays=f.arrays,
+        params=f.params,
+        snapshot={},
+        texts=f.texts,
     )
     registry = Registry(tmp_path / "models")
     registry.register(tmp_path / "a", "canary")

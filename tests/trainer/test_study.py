@@ -27,28 +27,39 @@ def test_grid_is_every_combination_in_a_fixed_order() -> None:
 def test_tuning_never_reads_the_test_period(
     prepared: td.Prepared, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(study.GRIDS, "popularity", {"half_life_days": [0.0, 5.0]})
-    first = study.tune("popularity", prepared, 10, seed=1)
+    first = study.tune("popularity", prepared, 10, seed=1, n_trials=4)
     # scramble the test period: the tuning result must not move
     test = prepared.periods["test"]
     rng = np.random.default_rng(0)
     scrambled = dataclasses.replace(test, inter_item=rng.permutation(test.inter_item))
-    other = td.Prepared(
-        prepared.item_ids,
-        prepared.user_ids,
-        prepared.gender,
-        prepared.age,
-        {**prepared.periods, "test": scrambled},
-        prepared.info,
-    )
-    again = study.tune("popularity", other, 10, seed=1)
-
-    def scores(res: dict) -> list:
-        return [(t["params"], t["val"]) for t in res["trials"]]  # everything but the timing
-
-    assert again["best"] == first["best"] and scores(again) == scores(first)
-    assert len(first["trials"]) == 2 + len(study.grid(study.COLD))
+    other = dataclasses.replace(prepared, periods={**prepared.periods, "test": scrambled})
+    again = study.tune("popularity", other, 10, seed=1, n_trials=4)
+    # seeded and sequential: the same trials, in the same order, whatever the test period holds
+    assert again == first
+    assert len(first["trials"]) == 4
+    assert first["trials"][0]["params"] == study.START["popularity"]  # the search starts there
     assert first["best"] in [t["params"] for t in first["trials"]]
+    best = max(t["val"]["ndcg@10"] for t in first["trials"])
+    assert first["val"]["ndcg@10"] == best
+    other_seed = study.tune("popularity", prepared, 10, seed=2, n_trials=4)
+    assert [t["params"] for t in other_seed["trials"][1:]] != [
+        t["params"] for t in first["trials"][1:]
+    ]
+
+
+def test_cold_lists_are_tuned_once_and_given_to_every_family(
+    prepared: td.Prepared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(study.TRIALS, "popularity", 2)
+    monkeypatch.setitem(study.TRIALS, "ease", 2)
+    res = study.temporal_study(prepared, ["popularity", "ease"], 10, seed=0)
+    cold = res["cold_tuning"]["best"]
+    assert len(res["cold_tuning"]["trials"]) == len(study.grid(study.COLD))
+    for family in ("popularity", "ease"):
+        assert all(
+            {k: t["params"][k] for k in cold} == cold for t in res["tuning"][family]["trials"]
+        )
+    assert set(res["test"]) == {"popularity", "ease", "popularity_all_time"}
 
 
 def test_refit_merges_validation_into_train(prepared: td.Prepared) -> None:

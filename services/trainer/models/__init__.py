@@ -8,6 +8,7 @@ from services.trainer.models.bpr import BPRModel
 from services.trainer.models.ease import EASEModel
 from services.trainer.models.knn import KNNModel
 from services.trainer.models.popularity import PopularityModel
+from services.trainer.models.rerank import RerankModel
 from services.trainer.models.segment import SegmentModel
 from services.trainer.models.svd import SVDModel
 
@@ -19,6 +20,7 @@ FAMILIES: dict[str, type[ModelFamily]] = {
     "bpr": BPRModel,
     "ease": EASEModel,
     "segment": SegmentModel,
+    "rerank": RerankModel,
 }
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "KNNModel",
     "ModelFamily",
     "PopularityModel",
+    "RerankModel",
     "SVDModel",
     "SegmentModel",
 ]

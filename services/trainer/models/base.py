@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,6 +163,10 @@ class Fitted:
     params: dict[str, Any]
     arrays: Arrays
     train_seconds: float = 0.0
+    texts: dict[str, str] = field(default_factory=dict)
+    """Text files of the artifact (e.g. ``ranker.txt``), hashed like the arrays."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """What fitting measured (not part of the artifact), e.g. the ranker's training set."""
 
     @cached_property
     def scorer(self) -> Scorer:
@@ -178,7 +182,9 @@ class Fitted:
             metrics={},
             files={},
         )
-        return Scorer(Artifact(manifest=manifest, arrays=self.arrays, path=Path()))
+        return Scorer(
+            Artifact(manifest=manifest, arrays=self.arrays, path=Path(), texts=self.texts)
+        )
 
     def recommend(self, user_id: int, k: int = 20, exclude_seen: bool = True) -> list[str]:
         """Top-k movie ids for a user (cold-start list for unknown users)."""
@@ -202,6 +208,8 @@ class ModelFamily(ABC):
             raise ValueError(f"{self.family}: unknown parameters {sorted(unknown)}")
         self.params: dict[str, Any] = {**self.defaults, **COLD_DEFAULTS, **dict(params or {})}
         self.seed = int(seed)
+        self.texts: dict[str, str] = {}  # text files a family writes beside its arrays
+        self.info: dict[str, Any] = {}
 
     @abstractmethod
     def known_users(self, data: Prepared) -> npt.NDArray[np.bool_]:
@@ -238,4 +246,6 @@ class ModelFamily(ABC):
             params={"seed": self.seed, **self.params},
             arrays=arrays,
             train_seconds=time.perf_counter() - started,
+            texts=dict(self.texts),
+            info=dict(self.info),
         )

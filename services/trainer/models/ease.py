@@ -29,10 +29,16 @@ TIE_BREAK = 1e-4
 """Scale of the popularity tie-break in ``item_bias`` (EASE scores are O(0.01–1))."""
 
 
-def ease_weights(gram: npt.NDArray[np.float64], l2: float) -> npt.NDArray[np.float64]:
-    """The EASE matrix B (zero diagonal) of a Gram matrix XᵀX; overwrites ``gram``."""
+def ease_weights(
+    gram: npt.NDArray[np.float64], l2: float, l2_relative: float = 0.0
+) -> npt.NDArray[np.float64]:
+    """The EASE matrix B (zero diagonal) of a Gram matrix XᵀX; overwrites ``gram``.
+
+    ``l2_relative`` adds ω·diag(XᵀX) to the ridge: EDLAE's dropout-equivalent penalty (Steck
+    2020), which shrinks popular items' self-reconstruction harder than rare ones'.
+    """
     n = len(gram)
-    gram[np.diag_indices(n)] += l2
+    gram[np.diag_indices(n)] += l2 + l2_relative * np.diag(gram)
     p = np.linalg.inv(gram).astype(np.float64, copy=False)
     del gram
     p /= -np.diag(p)[None, :]  # B[j, i] = −P[j, i] / P[i, i]
@@ -63,6 +69,7 @@ class EASEModel(ModelFamily):
     family: ClassVar[str] = "ease"
     defaults: ClassVar[dict[str, Any]] = {
         "l2": 300.0,
+        "l2_relative": 0.0,
         "max_items": 5000,
         "neighbours": 300,
         **PRIOR_DEFAULTS,
@@ -84,7 +91,7 @@ class EASEModel(ModelFamily):
         if n_top:
             xt = x[:, top]
             gram = (xt.T @ xt).toarray().astype(np.float64)
-            b = ease_weights(gram, float(self.params["l2"]))
+            b = ease_weights(gram, float(self.params["l2"]), float(self.params["l2_relative"]))
             local_ptr, local_cols, sims = sparsify(b, int(self.params["neighbours"]))
             del b
             counts = np.zeros(data.n_items, np.int64)

@@ -1,0 +1,168 @@
+"""The two-stage family: labels after features, LightGBM's text format served exactly, no pickle."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from services.common.artifacts import ArtifactError, load_artifact, write_artifact
+from services.common.scoring import RANKER_FILE, Scorer, TreeEnsemble
+from services.trainer import data as td
+from services.trainer.models.base import Fitted
+from services.trainer.models.rerank import RerankModel, empty_model, feature_names, label_windows
+
+SMALL = {
+    "l2": 50.0,
+    "max_items": 100,
+    "neighbours": 20,
+    "als_factors": 4,
+    "als_iterations": 3,
+    "n_estimators": 15,
+    "min_data_in_leaf": 20,
+}
+
+
+@pytest.fixture(scope="module")
+def fitted(prepared: td.Prepared) -> Fitted:
+    return RerankModel(SMALL, seed=5).fit(prepared)
+
+
+def _keys(period: td.Period, n: int) -> set[int]:
+    return set(period.pairs(n).tolist())
+
+
+def test_labels_come_after_every_feature_event(prepared: td.Prepared) -> None:
+    n = prepared.n_items
+    train_pairs = _keys(prepared.train, n)
+    windows = label_windows(prepared, 0.15, 3)
+    assert len(windows) == 3
+    later = np.iinfo(np.int64).max
+    for feats, labels, start in windows:
+        f = feats.train
+        # every event the features are computed from happened before the window starts ...
+        for t in (f.inter_time, f.inter_last, f.rate_time):
+            assert len(t) == 0 or int(t.max()) < start
+        # ... and every label pair first appears inside the window, in the training period
+        assert len(labels) > 0 and set(labels.tolist()) <= train_pairs
+        assert set(labels.tolist()).isdisjoint(_keys(f, n))
+        tr = prepared.train
+        key_i = tr.inter_user.astype(np.int64) * n + tr.inter_item
+        key_r = tr.rate_user.astype(np.int64) * n + tr.rate_item
+        in_labels_i = np.isin(key_i, labels)
+        in_labels_r = np.isin(key_r, labels)
+        assert np.all(tr.inter_time[in_labels_i] >= start)
+        assert np.all(tr.rate_time[in_labels_r] >= start)
+        assert np.all(tr.inter_time[in_labels_i] < later)
+        later = start  # windows go back in time and do not overlap
+    assert windows[0][2] > windows[1][2] > windows[2][2]
+
+
+def test_fit_reads_the_training_period_only(prepared: td.Prepared, fitted: Fitted) -> None:
+    rng = np.random.default_rng(0)
+    scrambled = {
+        name: dataclasses.replace(p, inter_item=rng.permutation(p.inter_item))
+        for name, p in prepared.periods.items()
+        if name in ("val", "test")
+    }
+    other = dataclasses.replace(prepared, periods={**prepared.periods, **scrambled})
+    again = RerankModel(SMALL, seed=5).fit(other)
+    assert again.texts == fitted.texts
+    assert again.arrays.keys() == fitted.arrays.keys()
+    for key, value in fitted.arrays.items():
+        np.testing.assert_array_equal(again.arrays[key], value, err_msg=key)
+
+
+def test_ranker_is_trained_and_served_exactly(prepared: td.Prepared, fitted: Fitted) -> None:
+    text = fitted.texts[RANKER_FILE]
+    booster = lgb.Booster(model_str=text)  # LightGBM's own format, readable by LightGBM
+    assert booster.num_trees() >= 1
+    assert booster.feature_name() == feature_names(prepared)
+    assert fitted.info["ranker"]["queries_fit"] > 0
+    scorer = fitted.scorer
+    for row in range(0, len(scorer.user_ids), 37):
+        cands, feats = scorer.stage_one(row)
+        expected = booster.predict(feats, raw_score=True)
+        np.testing.assert_array_equal(scorer.ranker.predict(feats), expected)
+        order = np.lexsort((cands, -feats[:, 0], -expected))
+        assert scorer.top_k_indices(row, 20).tolist() == cands[order[:20]].tolist()
+        assert not set(cands.tolist()) & set(scorer.seen(row).tolist())
+
+
+def test_tree_ensemble_matches_lightgbm_with_missing_values() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, 6))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0.5).astype(float)
+    x[rng.random(x.shape) < 0.1] = np.nan  # trains "NaN" missing-type splits
+    params = {"objective": "lambdarank", "verbosity": -1, "num_leaves": 12, "seed": 1}
+    booster = lgb.train(params, lgb.Dataset(x, y, group=[100] * 20), 30)
+    ens = TreeEnsemble.from_lightgbm(booster.model_to_string())
+    probe = rng.standard_normal((300, 6))
+    probe[rng.random(probe.shape) < 0.1] = np.nan
+    np.testing.assert_array_equal(ens.predict(probe), booster.predict(probe, raw_score=True))
+    # a model with no trees is still LightGBM's format and scores every candidate 0
+    empty = empty_model([f"f{i}" for i in range(6)])
+    assert lgb.Booster(model_str=empty).num_trees() == 0
+    assert not TreeEnsemble.from_lightgbm(empty).predict(probe).any()
+
+
+def test_categorical_splits_are_refused() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 5, (600, 2)).astype(float)
+    y = (x[:, 0] == 3).astype(float)
+    params = {"objective": "lambdarank", "verbosity": -1, "min_data_per_group": 5}
+    ds = lgb.Dataset(x, y, group=[60] * 10, categorical_feature=[0])
+    text = lgb.train(params, ds, 3).model_to_string()
+    with pytest.raises(ArtifactError, match="categorical"):
+        TreeEnsemble.from_lightgbm(text)
+
+
+def test_artifact_round_trip_and_sha256(
+    fitted: Fitted, prepared: td.Prepared, tmp_path: Path
+) -> None:
+    out = tmp_path / "rerank"
+    m = write_artifact(
+        out,
+        name="rerank",
+        family="rerank",
+        arrays=fitted.arrays,
+        params=fitted.params,
+        snapshot={},
+        texts=fitted.texts,
+    )
+    assert set(m.files) == {"arrays.npz", RANKER_FILE}
+    loaded = load_artifact(out)
+    assert loaded.texts == fitted.texts
+    served = Scorer(loaded)
+    for u in [int(u) for u in prepared.user_ids[::40]] + [10**9]:
+        assert served.recommend(u, 20) == fitted.scorer.recommend(u, 20)
+    # a changed ranker is refused, like changed arrays
+    (out / RANKER_FILE).write_text(fitted.texts[RANKER_FILE].replace("shrinkage=", "shrinkage=9"))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(out)
+    # and an artifact without its ranker cannot be served
+    bare = tmp_path / "bare"
+    write_artifact(
+        bare, name="rerank", family="rerank", arrays=fitted.arrays, params={}, snapshot={}
+    )
+    with pytest.raises(ArtifactError, match=RANKER_FILE):
+        Scorer(load_artifact(bare))
+
+
+def test_text_file_names_are_checked(tmp_path: Path) -> None:
+    arrays = {"x": np.zeros(1)}
+    with pytest.raises(ArtifactError, match="invalid text file name"):
+        write_artifact(
+            tmp_path / "a", name="a", family="popularity", arrays=arrays, params={}, snapshot={},
+            texts={"../evil.txt": "x"},
+        )  # fmt: skip
+
+
+def test_deterministic_with_a_seed(prepared: td.Prepared, fitted: Fitted) -> None:
+    again = RerankModel(SMALL, seed=5).fit(prepared)
+    assert again.texts == fitted.texts
+    for key, value in fitted.arrays.items():
+        np.testing.assert_array_equal(again.arrays[key], value, err_msg=key)
