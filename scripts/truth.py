@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import pyarrow as pa
 from scipy import stats
 
 from services.common import online
-from services.common.events import RecommendationEvent, WatchEvent, parse
+from services.monitor.stats import mde
+from services.simulator.evaluation import line_tables
 
 Verdict = Literal["treatment", "control", "none"]
 MonitorVerdict = Literal["treatment", "control", "none", "undecided", "invalid"]
@@ -79,29 +79,7 @@ class Truth:
 
 def judge_lines(lines: Iterable[str], target: str = "") -> ArmTruth:
     """Lists, successes, users and converted users of a stream's recommendation lines."""
-    recos: list[RecommendationEvent] = []
-    watches: list[WatchEvent] = []
-    for line in lines:
-        ev = parse(line)
-        if isinstance(ev, RecommendationEvent):
-            recos.append(ev)
-        elif isinstance(ev, WatchEvent):
-            watches.append(ev)
-    lists = pa.table(
-        {
-            "time_ns": pa.array([e.time_ns for e in recos], pa.int64()),
-            "user_id": pa.array([e.user_id for e in recos], pa.int64()),
-            "status": pa.array([e.status for e in recos], pa.int16()),
-            "result": pa.array([list(e.result) for e in recos], pa.list_(pa.string())),
-        }
-    )
-    seen = pa.table(
-        {
-            "time_ns": pa.array([e.time_ns for e in watches], pa.int64()),
-            "user_id": pa.array([e.user_id for e in watches], pa.int64()),
-            "movie_id": pa.array([e.movie_id for e in watches], pa.string()),
-        }
-    )
+    lists, seen = line_tables(lines)
     judged = online.outcomes(lists, seen)
     rate = online.summarize(judged)
     users = online.per_user(judged).table
@@ -128,9 +106,8 @@ def detectable(truth: Truth, users_per_arm: int, alpha: float = 0.05, power: flo
     if truth.verdict == "none":
         return False
     p = (truth.control.conversion + truth.treatment.conversion) / 2
-    z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
-    mde = z * math.sqrt(p * (1 - p)) * math.sqrt(2 / users_per_arm)
-    return abs(truth.diff) >= mde
+    smallest = mde(math.sqrt(p * (1 - p)), users_per_arm, alpha=alpha, target_power=power)
+    return abs(truth.diff) >= smallest
 
 
 def monitor_verdict(action: str | None, arm: str | None) -> MonitorVerdict:

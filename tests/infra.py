@@ -207,3 +207,25 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def metric_samples(exposition: str) -> dict[tuple[str, str], float]:
+    """Samples of a Prometheus text exposition keyed by (name, label text)."""
+    import re
+
+    out: dict[tuple[str, str], float] = {}
+    for line in exposition.splitlines():
+        m = re.fullmatch(r"([a-z_]+)(\{.*\})? (\S+)", line)
+        if m:
+            out[(m[1], m[2] or "")] = float(m[3])
+    return out
+
+
+def metric_total(exposition: str, name: str, **labels: str) -> float:
+    """Sum of ``name`` in a Prometheus text exposition over samples carrying ``labels``."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        v
+        for (n, lbl), v in metric_samples(exposition).items()
+        if n == name and all(w in lbl for w in want)
+    )

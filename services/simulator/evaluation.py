@@ -20,13 +20,14 @@ from services.simulator.engine import NS, Behaviour, Engine, EngineConfig
 from services.simulator.recommenders import make_recommender
 from services.simulator.world import World, WorldConfig
 
-__all__ = ["WINDOW_S", "WatchRate", "compare", "simulate_lines", "watch_rate"]
+__all__ = ["WINDOW_S", "WatchRate", "compare", "line_tables", "simulate_lines", "watch_rate"]
 
 WINDOW_S: Final = online.WINDOW_NS // NS
 
 
-def watch_rate(lines: Iterable[str], window_s: int = WINDOW_S) -> WatchRate:
-    """The watch rate of the recommendation lines among ``lines``, judged by their watches."""
+def line_tables(lines: Iterable[str]) -> tuple[pa.Table, pa.Table]:
+    """The recommendation lines and the watches among ``lines``, as ``services.common.online``
+    takes them (lists: time, user, status, result; watches: time, user, movie)."""
     recos: list[RecommendationEvent] = []
     watches: list[WatchEvent] = []
     for line in lines:
@@ -50,6 +51,12 @@ def watch_rate(lines: Iterable[str], window_s: int = WINDOW_S) -> WatchRate:
             "movie_id": pa.array([e.movie_id for e in watches], pa.string()),
         }
     )
+    return lists, seen
+
+
+def watch_rate(lines: Iterable[str], window_s: int = WINDOW_S) -> WatchRate:
+    """The watch rate of the recommendation lines among ``lines``, judged by their watches."""
+    lists, seen = line_tables(lines)
     return online.watch_rate(lists, seen, window_ns=window_s * NS)
 
 

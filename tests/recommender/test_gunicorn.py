@@ -21,7 +21,7 @@ import requests
 
 from services.common.artifacts import Manifest, Registry
 from services.recommender.synthetic import movie_id, write_synthetic_model
-from tests.infra import wait_until
+from tests.infra import metric_samples, metric_total, wait_until
 from tests.recommender.test_model import tamper
 
 pytestmark = pytest.mark.integration
@@ -56,19 +56,12 @@ class Server:
 
     def metrics(self) -> dict[tuple[str, str], float]:
         """Aggregated /metrics samples keyed by (name, label text)."""
-        out: dict[tuple[str, str], float] = {}
-        for line in requests.get(f"{self.url}/metrics", timeout=5).text.splitlines():
-            m = re.fullmatch(r"([a-z_]+)(\{.*\})? (\S+)", line)
-            if m:
-                out[(m[1], m[2] or "")] = float(m[3])
-        return out
+        return metric_samples(requests.get(f"{self.url}/metrics", timeout=5).text)
 
     def total(self, name: str, **labels: str) -> float:
-        """Sum of ``name`` over samples whose labels include ``labels``."""
-        want = [f'{k}="{v}"' for k, v in labels.items()]
-        return sum(
-            v for (n, lbl), v in self.metrics().items() if n == name and all(w in lbl for w in want)
-        )
+        """Sum of ``name`` on /metrics over samples whose labels include ``labels``."""
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        return metric_total(text, name, **labels)
 
 
 @pytest.fixture(scope="module")

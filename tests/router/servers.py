@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import requests
 
 from services.common.artifacts import Manifest
 from services.recommender.synthetic import write_synthetic_model
-from tests.infra import free_port
+from tests.infra import free_port, metric_total
 
 SIZES = {"n_users": 2000, "n_items": 600, "n_factors": 16, "seen_per_user": 10}
 
@@ -32,21 +31,10 @@ class Proc:
     url: str
     log: Path
 
-    def metrics(self) -> dict[tuple[str, str], float]:
-        """Aggregated /metrics samples keyed by (name, label text)."""
-        out: dict[tuple[str, str], float] = {}
-        for line in requests.get(f"{self.url}/metrics", timeout=5).text.splitlines():
-            m = re.fullmatch(r"([a-z_]+)(\{.*\})? (\S+)", line)
-            if m:
-                out[(m[1], m[2] or "")] = float(m[3])
-        return out
-
     def total(self, name: str, **labels: str) -> float:
-        """Sum of ``name`` over samples whose labels include ``labels``."""
-        want = [f'{k}="{v}"' for k, v in labels.items()]
-        return sum(
-            v for (n, lbl), v in self.metrics().items() if n == name and all(w in lbl for w in want)
-        )
+        """Sum of ``name`` on /metrics over samples whose labels include ``labels``."""
+        text = requests.get(f"{self.url}/metrics", timeout=5).text
+        return metric_total(text, name, **labels)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (master and workers)."""

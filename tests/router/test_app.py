@@ -13,6 +13,7 @@ from aiohttp import web
 from services.router.app import create_app, runtime_of
 from services.router.config import ConfigError
 from services.router.settings import RouterSettings
+from tests.infra import metric_total
 from tests.router.appserver import AppClient
 from tests.router.conftest import experiment, write_experiment
 from tests.router.stub import StubRecommender, items_for
@@ -33,13 +34,7 @@ def client(app: web.Application) -> Iterator[AppClient]:
 
 
 def metric(client: AppClient, name: str, **labels: str) -> float:
-    text = client.get("/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        m = re.fullmatch(r"([a-z_]+)(\{.*\})? (\S+)", line)
-        if m and m[1] == name and all(f'{k}="{v}"' in (m[2] or "") for k, v in labels.items()):
-            total += float(m[3])
-    return total
+    return metric_total(client.get("/metrics").text, name, **labels)
 
 
 def test_answer_carries_the_arm_and_the_models_headers(
