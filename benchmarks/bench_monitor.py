@@ -7,20 +7,25 @@ tested with its own statistics.
 * **A/A**: per world, one run in which everyone gets popularity; each of many salts splits the
   users 50/50 again (a fresh randomization of the same users).  Worlds x salts >= 200 A/A
   experiments.  Fixed-horizon z test at the end; mSPRT looked at after every batch (30 min of
-  event time).  Targets: fixed FPR in [0.03, 0.07]; sequential FPR <= 0.05.
+  event time).  Targets: fixed FPR in [0.03, 0.07]; sequential FPR <= 0.05.  The variance the
+  plans assume is checked where the truth (no effect) is known: the mean squared difference
+  over the binomial variance at each experiment's users (1 when the plan's variance is right).
 * **Power**: per world, one run where everyone gets control's model and one where everyone
   gets treatment's (same world, same seed); the worlds' users are pooled (ids made unique per
   world), and each experiment's salt splits the pool with the router's two hashes, taking
   control users from the first runs and treatment users from the second.  The planned effect
   is the simulator's truth for that population (conversion of all pooled users under each
-  model); the planned size is ``sample_size_proportions`` (power 0.8 of the pooled z test);
-  the exposure share is set so each arm gets about that many users (and 1.5x as many).  The
-  pool is many times an experiment (bigger worlds than the A/A study's), so every planned size
-  is reached and experiments share few users: 250 experiments give power within about +-0.05
-  (95 %).  The planning is checked too: the spread of the observed differences against the
-  standard error the plan assumed.  Effects: oracle vs popularity (large) and a 40 % oracle
-  blend vs popularity (smaller); both share the popularity runs.  CUPED's variance reduction
-  is measured on the same experiments.
+  model); the planned size is ``sample_size_proportions(exact=True)`` (power 0.8 of the pooled
+  z test, by its normal approximation and by the exact binomial sum).  As the policy's
+  ``max_users`` does, an experiment runs until *both* arms hold the planned users (here: the
+  smallest exposure share that gives both arms that many by the end), so the plan is a
+  per-arm minimum, not an expectation half the experiments fall short of; also at 1.5x.
+  The pool is many times an experiment, so experiments share few users; 500 experiments give
+  power within about +-0.035 (95 %).  The planning is checked: the spread of the observed
+  differences against the standard error the plan assumed at the users each experiment had,
+  and the power predicted (exactly) at those users.  Effects: oracle vs popularity (large) and
+  a 40 % oracle blend vs popularity (smaller); both share the popularity runs.  CUPED's
+  variance reduction is measured on the same experiments.
 * **Interleaving**: the same users served a team-draft of popularity and the blend; the sign
   test's users needed vs the A/B test's, by subsampling users.
 * **Lag**: events committed to a real event store at 1,000 events/s (1 s batches, simulated
@@ -32,7 +37,9 @@ tested with its own statistics.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import threading
@@ -42,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from scipy import stats as sps
 
 from services.common.assignment import BUCKETS, bucket
 from services.monitor import stats
@@ -56,6 +64,8 @@ STEP_MIN = 30
 # Power: worlds this big give a pool of ~6,000 exposed users per world and model.
 POWER_USERS = 10_000
 WORLD_STRIDE = 10_000_000  # pooled user id = world * stride + the world's own id
+POWER_EXPERIMENTS = 500  # power's standard error <= 0.018 at 0.8
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _looks(run: Any, step_min: int = STEP_MIN) -> list[dict[str, np.ndarray]]:
@@ -75,63 +85,94 @@ def _looks(run: Any, step_min: int = STEP_MIN) -> list[dict[str, np.ndarray]]:
 class _Buckets:
     """The router's two hashes of every user under one salt, computed once per salt."""
 
-    def __init__(self, ids: np.ndarray, salt: str) -> None:
+    def __init__(self, ids: np.ndarray, salt: str, first: int | None = None) -> None:
+        """``first``: hash the arm of only the ``first`` users lowest in exposure (all that an
+        experiment of that size reaches; the rest are never exposed), to save time."""
         self.ids = ids  # sorted, unique
         self.exposure = np.array([bucket(salt + ":exposure", int(u)) for u in ids])
-        self.arm = np.array([bucket(salt, int(u)) for u in ids])
+        self.arm = np.full(ids.size, -1)
+        reach = np.arange(ids.size)
+        if first is not None and first < ids.size:
+            bound = np.partition(self.exposure, first)[first]
+            reach = np.nonzero(self.exposure <= bound)[0]
+            self.exposure[self.exposure > bound] = BUCKETS
+        self.arm[reach] = [bucket(salt, int(u)) for u in ids[reach]]
 
-    def split(self, users: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
-        """(in experiment, treatment?) per user."""
-        i = np.searchsorted(self.ids, users)
-        return self.exposure[i] < share * BUCKETS, self.arm[i] >= BUCKETS // 2
+    def share_for(self, n: int, control: np.ndarray, treatment: np.ndarray) -> float:
+        """The smallest exposure share at which both arms hold ``n`` users by the end: the
+        policy's ``max_users`` rule (the smaller arm decides), with exposure for time."""
+        ic, it = np.searchsorted(self.ids, control), np.searchsorted(self.ids, treatment)
+        ec = np.sort(self.exposure[ic][(self.arm[ic] >= 0) & (self.arm[ic] < BUCKETS // 2)])
+        et = np.sort(self.exposure[it][self.arm[it] >= BUCKETS // 2])
+        if min(ec.size, et.size) < n:
+            raise ValueError(f"too few users hashed for two arms of {n}")
+        return (max(int(ec[n - 1]), int(et[n - 1])) + 1) / BUCKETS
+
+    def arms(self, rows: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarray]:
+        """(control, treatment) masks of the users at ``rows`` of ``ids`` under ``share``."""
+        arm = self.arm[rows]
+        exposed = self.exposure[rows] < share * BUCKETS
+        return exposed & (arm >= 0) & (arm < BUCKETS // 2), exposed & (arm >= BUCKETS // 2)
 
 
-def _test(
-    c: dict[str, np.ndarray], t: dict[str, np.ndarray], tau: float, prev: float
-) -> tuple[float, float, float]:
-    """(fixed-horizon p, always-valid p, difference) of conversion, control ``c`` vs ``t``."""
-    x0, n0 = int((c["successes"] > 0).sum()), int(c["user_id"].size)
-    x1, n1 = int((t["successes"] > 0).sum()), int(t["user_id"].size)
+def _test(x0: int, n0: int, x1: int, n1: int, tau: float, prev: float) -> tuple[float, ...]:
+    """(fixed-horizon p, always-valid p, difference) of conversion, control vs treatment."""
     fixed = stats.two_proportions(x0, n0, x1, n1)
     seq = stats.msprt(fixed.diff, fixed.se**2, tau, previous_p=prev)
     return fixed.p_value, seq.p_value, fixed.diff
 
 
 def _sel(u: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[mask] for k, v in u.items()}
+    return {k: u[k][mask] for k in ("successes", "watch_minutes", "pre_minutes")}
 
 
 def _experiments(
-    looks_c: list,
-    looks_t: list,
+    looks_c: list[dict[str, np.ndarray]],
+    looks_t: list[dict[str, np.ndarray]],
     salts: list[str],
     shares: list[float],
     tau: float,
+    sizes: list[int] | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """Per share: fixed and sequential p of each salt's split (control from ``looks_c``,
-    treatment from ``looks_t``), plus the difference, per-arm users and CUPED's cut."""
+    """Per share (or per size: each salt's smallest share giving both arms that many users by
+    the end): fixed and sequential p of each salt's split (control from ``looks_c``, treatment
+    from ``looks_t``), plus the difference, per-arm users and CUPED's cut."""
     ids = np.unique(np.concatenate([lk["user_id"] for lk in [*looks_c, *looks_t]]))
-    out: list[list[dict[str, Any]]] = [[] for _ in shares]
+    rows = (
+        [np.searchsorted(ids, lk["user_id"]) for lk in looks_c],
+        [np.searchsorted(ids, lk["user_id"]) for lk in looks_t],
+    )
+    out: list[list[dict[str, Any]]] = [[] for _ in (sizes or shares)]
     for salt in salts:
-        hashes = _Buckets(ids, salt)
+        # An arm of n users is reached within the ~2n users lowest in exposure; 6n is ample.
+        hashes = _Buckets(ids, salt, 6 * max(sizes) if sizes else None)
+        if sizes:
+            ends = (looks_c[-1]["user_id"], looks_t[-1]["user_id"])
+            shares = [hashes.share_for(n, *ends) for n in sizes]
         for share, results in zip(shares, out, strict=True):
-            results.append(_experiment(looks_c, looks_t, hashes, share, tau))
+            results.append(_experiment(looks_c, looks_t, rows, hashes, share, tau))
     return out
 
 
 def _experiment(
-    looks_c: list, looks_t: list, hashes: _Buckets, share: float, tau: float
+    looks_c: list[dict[str, np.ndarray]],
+    looks_t: list[dict[str, np.ndarray]],
+    rows: tuple[list[np.ndarray], list[np.ndarray]],
+    hashes: _Buckets,
+    share: float,
+    tau: float,
 ) -> dict[str, Any]:
     """One experiment: its looks, then CUPED's variance cut at the end."""
     seq_p = fixed_p = 1.0
     diff = 0.0
-    for lc, lt in zip(looks_c, looks_t, strict=True):
-        ec, tc = hashes.split(lc["user_id"], share)
-        et, tt = hashes.split(lt["user_id"], share)
-        c, t = _sel(lc, ec & ~tc), _sel(lt, et & tt)
-        if c["user_id"].size < 2 or t["user_id"].size < 2:
+    for lc, lt, rc, rt in zip(looks_c, looks_t, *rows, strict=True):
+        mc, mt = hashes.arms(rc, share)[0], hashes.arms(rt, share)[1]
+        n0, n1 = int(mc.sum()), int(mt.sum())
+        if n0 < 2 or n1 < 2:
             continue
-        fixed_p, seq_p, diff = _test(c, t, tau, seq_p)
+        x0, x1 = int((lc["successes"][mc] > 0).sum()), int((lt["successes"][mt] > 0).sum())
+        fixed_p, seq_p, diff = _test(x0, n0, x1, n1, tau, seq_p)
+    c, t = _sel(looks_c[-1], mc), _sel(looks_t[-1], mt)
     cut: dict[str, float] = {}
     for metric in ("conversion", "watch_minutes"):
         y0 = (
@@ -155,7 +196,8 @@ def _experiment(
         "fixed_p": fixed_p,
         "sequential_p": seq_p,
         "diff": diff,
-        "users": (int(c["user_id"].size), int(t["user_id"].size)),
+        "users": (int(mc.sum()), int(mt.sum())),
+        "converted": (int((c["successes"] > 0).sum()), int((t["successes"] > 0).sum())),
         "cuped_cut": cut,
     }
 
@@ -186,6 +228,13 @@ def aa_study(worlds: int, salts: int) -> dict[str, Any]:
     fpr_fixed = float((fixed < 0.05).mean())
     fpr_seq = float((seq < 0.05).mean())
     half = 1.96 * np.sqrt(0.05 * 0.95 / n)
+    # The planning's variance checked where the truth is known (no effect): the squared
+    # differences over the binomial variance the plan assumes, at each experiment's users.
+    users = np.array([r["users"] for r in res], dtype=float)
+    conv = np.array([r["converted"] for r in res], dtype=float)
+    rate = conv.sum(axis=1) / users.sum(axis=1)
+    var = rate * (1 - rate) * (1 / users[:, 0] + 1 / users[:, 1])
+    inflation = float(np.mean(np.array([r["diff"] for r in res]) ** 2 / var))
     return {
         "experiments": n,
         "worlds": worlds,
@@ -197,6 +246,11 @@ def aa_study(worlds: int, salts: int) -> dict[str, Any]:
         "alpha": 0.05,
         "binomial_95_band_at_alpha": [0.05 - half, 0.05 + half],
         "fixed_in_0.03_0.07": 0.03 <= fpr_fixed <= 0.07,
+        "variance_inflation": inflation,
+        "variance_inflation_95": [
+            float(n * inflation / sps.chi2.ppf(0.975, n)),
+            float(n * inflation / sps.chi2.ppf(0.025, n)),
+        ],
         "sequential_le_0.05": fpr_seq <= 0.05,
     }
 
@@ -227,19 +281,19 @@ def power_study(name: str, treatment: str, worlds: int, experiments: int) -> dic
     and CUPED's cut.
 
     The planned effect is the simulator's truth for the study's population: the conversion
-    difference over all pooled users, each served by one model throughout.
+    difference over all pooled users, each served by one model throughout.  Each experiment
+    runs, as the policy's ``max_users`` does, until *both* arms hold the planned users.
     """
     looks_c, looks_t = _pool("popularity", worlds), _pool(treatment, worlds)
     p0 = float(np.mean(looks_c[-1]["successes"] > 0))
     p1 = float(np.mean(looks_t[-1]["successes"] > 0))
-    # Planned for the test that is run: the pooled-variance z test (statsmodels' formula).
-    planned = stats.sample_size_proportions(p0, p1)
+    # Planned for the test that is run: the pooled z test (statsmodels' formula, checked exactly).
+    planned = stats.sample_size_proportions(p0, p1, exact=True)
     pool = min(looks_c[-1]["user_id"].size, looks_t[-1]["user_id"].size)
     factors = (1.0, 1.5)
     sizes = [round(planned * f) for f in factors]
-    shares = [2 * n / pool for n in sizes]
-    if max(shares) > 1:
-        raise ValueError(f"{pool} pooled users cannot give two arms of {max(sizes)}")
+    if 4 * max(sizes) > pool:
+        raise ValueError(f"{pool} pooled users are too few for two arms of {max(sizes)}")
     out: dict[str, Any] = {
         "control": "popularity",
         "treatment": treatment,
@@ -250,35 +304,41 @@ def power_study(name: str, treatment: str, worlds: int, experiments: int) -> dic
         "planned_effect": p1 - p0,
         "planned_users_per_arm": planned,
         "predicted_power": stats.power_proportions(p0, p1, planned),
+        "predicted_power_exact": stats.power_proportions_exact(p0, p1, planned, planned),
         "by_size": {},
     }
     salts = [f"pw-{name}-{s}" for s in range(experiments)]
-    per_share = _experiments(looks_c, looks_t, salts, shares, max(abs(p1 - p0), 0.01))
-    for factor, n, res in zip(factors, sizes, per_share, strict=True):
+    per_size = _experiments(looks_c, looks_t, salts, [], max(abs(p1 - p0), 0.01), sizes)
+    for factor, n, res in zip(factors, sizes, per_size, strict=True):
         fixed = np.array([r["fixed_p"] for r in res])
         seq = np.array([r["sequential_p"] for r in res])
         diffs = np.array([r["diff"] for r in res])
-        users = np.array([r["users"] for r in res], dtype=float)
+        users = np.array([r["users"] for r in res], dtype=int)
         power = float((fixed < 0.05).mean())
-        mean_n = float(users.mean())
-        # The plan's standard error of the difference (each arm's own rate, as the alternative
-        # of the power formula), at the users the experiments really had.
+        # What the plan predicts for the arms the experiments really had (both >= n): the
+        # exact binomial power of the z test, and the difference's variance, per experiment.
+        exact = [stats.power_proportions_exact(p0, p1, int(a), int(b)) for a, b in users]
         var = p0 * (1 - p0) / users[:, 0] + p1 * (1 - p1) / users[:, 1]
-        planned_se = float(np.mean(np.sqrt(var)))
+        planned_se = float(np.sqrt(var.mean()))
+        sd = float(diffs.std(ddof=1))
         out["by_size"][f"{factor:g}x"] = {
             "users_per_arm": n,
-            "users_per_arm_mean": mean_n,
-            "share_of_pool_per_experiment": 2 * n / pool,
+            "users_per_arm_mean": users.mean(axis=0).tolist(),
+            "smaller_arm_mean": float(users.min(axis=1).mean()),
+            "larger_arm_mean": float(users.max(axis=1).mean()),
+            "smaller_arm_min": int(users.min()),
+            "share_of_pool_per_experiment": float(users.sum(axis=1).mean() / pool),
             "experiments": len(res),
             "power_fixed": power,
             "power_fixed_se": float(np.sqrt(power * (1 - power) / len(res))),
-            "predicted_power_at_mean_users": stats.power_proportions(p0, p1, mean_n),
+            "predicted_power_at_users": float(np.mean(exact)),
             "power_fixed_ge_0.8": power >= 0.8,
             "power_sequential": float((seq < 0.05).mean()),
             "observed_mean_difference": float(diffs.mean()),
-            "observed_sd_difference": float(diffs.std(ddof=1)),
+            "observed_sd_difference": sd,
             "planned_se_difference": planned_se,
-            "sd_over_planned_se": float(diffs.std(ddof=1) / planned_se),
+            "sd_over_planned_se": sd / planned_se,
+            "sd_over_planned_se_se": float(1 / np.sqrt(2 * (len(res) - 1))),
             "cuped_variance_cut_conversion": float(
                 np.mean([r["cuped_cut"]["conversion"] for r in res])
             ),
@@ -510,22 +570,47 @@ def lag_study(seconds: float, rate: int = 1000, speed: float = 60.0) -> dict[str
     }
 
 
+def _carried(names: set[str]) -> dict[str, Any]:
+    """The other studies' results from the newest full run, each marked with where it came from
+    (a partial run must not drop their numbers from the dated file it replaces)."""
+    files = sorted(p for p in RESULTS.glob("*/monitor.json") if p.parent.name[:1].isdigit())
+    if not files:
+        return {}
+    doc = json.loads(files[-1].read_text())
+    source = f"{files[-1].parent.name} run of {doc.get('when')} (git {doc.get('git_sha')})"
+    return {
+        k: {**v, "carried_from": v.get("carried_from", source)}
+        for k, v in doc.get("results", {}).items()
+        if k not in names
+    }
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    """All the studies (``quick``: fewer worlds and a 1M-event recompute)."""
+    """All the studies (``quick``: fewer worlds and a 1M-event recompute).
+
+    ``MARQUEE_BENCH_MONITOR_ONLY=power_oracle,power_blend`` runs only the named studies and
+    carries the others' results, marked, from the newest dated file.
+    """
     studies: dict[str, Any] = {
         "aa": lambda: aa_study(worlds=3 if quick else 10, salts=20),
         "power_oracle": lambda: power_study(
-            "oracle", "oracle", 1 if quick else 3, 50 if quick else 250
+            "oracle", "oracle", 1 if quick else 3, 50 if quick else POWER_EXPERIMENTS
         ),
         "power_blend": lambda: power_study(
-            "blend", "blend:0.4", 1 if quick else 3, 50 if quick else 250
+            "blend", "blend:0.4", 1 if quick else 3, 50 if quick else POWER_EXPERIMENTS
         ),
         "interleave": lambda: interleave_study(draws=100 if quick else 300),
         "lag": lambda: lag_study(seconds=15 if quick else 60),
         "recompute": lambda: recompute_study(1_000_000 if quick else 10_000_000),
     }
+    only = [n for n in os.environ.get("MARQUEE_BENCH_MONITOR_ONLY", "").split(",") if n]
+    unknown = sorted(set(only) - set(studies))
+    if unknown:
+        raise ValueError(f"unknown monitor studies {unknown}; available: {sorted(studies)}")
     out: dict[str, Any] = {}
     for name, study in studies.items():
+        if only and name not in only:
+            continue
         started = time.perf_counter()
         try:
             out[name] = study()
@@ -533,4 +618,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
         out[name]["seconds"] = round(time.perf_counter() - started, 1)
         print(f"  {name}: {out[name]}", flush=True)
+    if only and not quick:
+        out = _carried(set(out)) | out
+        out = {k: out[k] for k in studies if k in out}
     return out

@@ -129,18 +129,43 @@ class Shadow(_Strict):
 
 
 class Guardrails(_Strict):
-    """Limits a treatment arm must stay within; breaking one rolls the arm back at once."""
+    """How much worse than control a treatment arm may serve; breaking a guardrail rolls it back.
 
-    max_error_rate: float = Field(default=0.02, ge=0, le=1)
-    """Share of the arm's requests answered with a status other than 200."""
-    max_fallback_rate: float = Field(default=0.05, ge=0, le=1)
-    """Share of the arm's requests served by a fallback (control or the static list)."""
-    max_latency_p99_ms: float = Field(default=500.0, gt=0)
-    """99th percentile of the router's answer time for the arm."""
+    Each guardrail compares the treatment arm with control over the same time, so a problem both
+    arms share (a slow common dependency) rolls nothing back: that would not help.  An arm is
+    worse when it exceeds control by more than the margin *and* a one-sided test at ``alpha``
+    says so.  The absolute ``max_*`` / ``min_coverage`` limits are a backstop judged on the
+    treatment arm alone: beyond them it is rolled back whatever control does.
+    """
+
+    error_rate_margin: float = Field(default=0.01, ge=0, le=1)
+    """Error rate (share of requests answered with a status other than 200) by which a treatment
+    arm may exceed control's; tested on per-user counts (delta method)."""
+    fallback_rate_margin: float = Field(default=0.02, ge=0, le=1)
+    """Fallback rate (share of requests served by control or the static list) by which a
+    treatment arm may exceed control's; tested on per-user counts (delta method)."""
+    coverage_margin: float = Field(default=0.02, ge=0, le=1)
+    """Coverage (share of requests answered with a non-empty list) by which a treatment arm may
+    fall short of control's; tested on request counts."""
+    latency_p99_ratio: float = Field(default=1.5, ge=1)
+    """A treatment arm's p99 answer time may reach this multiple of control's p99..."""
+    latency_p99_margin_ms: float = Field(default=50.0, ge=0)
+    """...or control's p99 plus this many ms, whichever is larger (so tiny times are not judged
+    by ratio alone); beyond it, more than 1 % of the arm's requests must be slower (binomial)."""
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)
+    """One-sided level of the tests against control; small, because guardrails are looked at
+    every step and a false alarm rolls a good arm back."""
+    max_error_rate: float = Field(default=0.2, ge=0, le=1)
+    """Backstop: a treatment arm's error rate above this rolls it back whatever control's is."""
+    max_fallback_rate: float = Field(default=0.5, ge=0, le=1)
+    """Backstop: a treatment arm's fallback rate above this rolls it back whatever control's is."""
+    max_latency_p99_ms: float = Field(default=2000.0, gt=0)
+    """Backstop: a treatment arm's p99 answer time above this rolls it back whatever control's."""
     min_coverage: float = Field(default=0.0, ge=0, le=1)
-    """Least share of the arm's requests answered with a non-empty list."""
+    """Backstop: a treatment arm's coverage below this rolls it back whatever control's is."""
     min_requests: int = Field(default=200, ge=1)
-    """Requests an arm needs before its guardrails are judged."""
+    """Requests a treatment arm needs before its guardrails are judged (and control needs before
+    the comparisons with it are)."""
 
 
 class Policy(_Strict):
@@ -163,7 +188,7 @@ class Policy(_Strict):
     srm_alpha: float = Field(default=0.001, gt=0, lt=1)
     """A sample-ratio-mismatch chi-square p-value below this stops the experiment."""
     guardrails: Guardrails = Field(default_factory=Guardrails)
-    """Limits on errors, fallbacks, latency and coverage."""
+    """Errors, fallbacks, latency and coverage against control, with absolute backstops."""
     promote_to: Token = "stable"
     """Registry channel a winning arm's model version is promoted to."""
 

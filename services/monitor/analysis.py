@@ -5,8 +5,10 @@ conversion (share of users with at least one success) with its interval, the wat
 (successes per decided list, delta method), watch minutes, ratings and the guardrail inputs;
 per treatment arm the fixed-horizon tests, the CUPED-adjusted test, the always-valid test on
 the policy's metric, the Bayesian chance to beat control, Holm-adjusted p-values across arms and
-metrics; the sample-ratio check against the configured weights; power and the minimum
-detectable effect; and, for interleaved experiments, the per-user preference and sign test.
+metrics; each guardrail against control (error and fallback rates by the delta method over
+per-user counts, coverage over requests, latency p99 by its margin and a binomial test); the
+sample-ratio check against the configured weights; power and the minimum detectable effect; and,
+for interleaved experiments, the per-user preference and sign test.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class Comparison:
     """Chance to beat control and the expected losses, on the policy metric."""
     power: dict[str, Any]
     """MDE at the current users and power at the planned users."""
+    guardrails: dict[str, Any] = field(default_factory=dict)
+    """Per guardrail: both arms' values and requests, the margin or threshold, and the
+    one-sided p that treatment is worse than control by more than it (``policy.guardrails``)."""
 
 
 @dataclass
@@ -269,11 +274,65 @@ def _compare(
                 sequential={**seq.to_json(), "diff": main.diff},
                 bayes={"chance_to_beat": chance, "loss_treatment": loss_t, "loss_control": loss_c},
                 power=pw,
+                guardrails=_guardrails(
+                    ctrl,
+                    t,
+                    state.requests.get(config.control, ArmRequests()),
+                    state.requests.get(arm.name, ArmRequests()),
+                    policy,
+                ),
             )
         )
     adjusted = stats.holm([p for _, _, p in fixed_p])
     for (i, m, _), adj in zip(fixed_p, adjusted, strict=True):
         out[i].fixed[m]["p_holm"] = adj
+    return out
+
+
+def _guardrails(
+    ctrl: dict[str, npt.NDArray[np.int64]],
+    t: dict[str, npt.NDArray[np.int64]],
+    rc: ArmRequests,
+    rt: ArmRequests,
+    policy: Policy,
+) -> dict[str, Any]:
+    """Each guardrail of treatment ``t`` against control ``ctrl`` (see ``Guardrails``)."""
+    g = policy.guardrails
+    out: dict[str, Any] = {}
+    for name, col, margin in (
+        ("error_rate", "errors", g.error_rate_margin),
+        ("fallback_rate", "fallbacks", g.fallback_rate_margin),
+    ):
+        # Users are the unit: a user's requests are not independent (one slow session).
+        c = stats.delta_ratio(
+            stats.ratio_moments(ctrl[col], ctrl["exposures"]),
+            stats.ratio_moments(t[col], t["exposures"]),
+        )
+        z, p = stats.exceeds_margin(c.diff, c.se, margin)
+        out[name] = {"control": c.control, "treatment": c.treatment, "diff": c.diff, "se": c.se,
+                     "margin": margin, "z": z, "p_value": p}  # fmt: skip
+    # Coverage by request (no per-user count of empty lists): the shortfall is the excess of
+    # uncovered requests.
+    cov = stats.two_proportions_margin(
+        rc.errors + rc.empty, rc.requests, rt.errors + rt.empty, rt.requests, g.coverage_margin
+    )
+    out["coverage"] = {"control": 1 - cov.control, "treatment": 1 - cov.treatment,
+                       "diff": -cov.diff, "se": cov.se, "margin": g.coverage_margin,
+                       "z": cov.stat, "p_value": cov.p_value}  # fmt: skip
+    p99_c, p99_t = rc.p99_ms(), rt.p99_ms()
+    threshold = max(p99_c * g.latency_p99_ratio, p99_c + g.latency_p99_margin_ms)
+    n_t = int(rt.latency.sum())
+    above = int(rt.latency[math.floor(threshold) + 1 :].sum())
+    out["latency_p99_ms"] = {
+        "control": p99_c,
+        "treatment": p99_t,
+        "diff": p99_t - p99_c,
+        "threshold": threshold,
+        "share_above": above / n_t if n_t else 0.0,
+        "p_value": stats.share_above(above, n_t, 0.01),
+    }
+    for v in out.values():
+        v["requests"], v["control_requests"] = rt.requests, rc.requests
     return out
 
 

@@ -8,8 +8,10 @@ The order of checks is the order of urgency:
 1. an experiment that is not running is left alone;
 2. a sample-ratio mismatch (chi-square p < ``srm_alpha``) stops it: its numbers cannot be
    trusted, whoever looks better;
-3. a broken guardrail (errors, fallbacks, latency p99, coverage) rolls the arm back at once,
-   before any statistics mature;
+3. a broken guardrail rolls the arm back at once, before any statistics mature: a treatment
+   arm's error or fallback rate, latency p99 or coverage worse than control's by more than a
+   margin (one-sided test; a problem both arms share rolls nothing back), or beyond an absolute
+   backstop limit;
 4. with ``min_users`` per arm, the always-valid test (Holm across treatment arms) promotes a
    significantly better arm or rolls back a worse one;
 5. ``max_users`` reached without a verdict stops the experiment in favour of control;
@@ -104,14 +106,24 @@ def _with(config: Experiment, **changes: Any) -> Experiment:
     return Experiment.model_validate({**config.model_dump(), **changes})
 
 
+_WORSE = {"error_rate": "higher", "fallback_rate": "higher", "coverage": "lower"}
+
+
 def _guardrail(
     analysis: Analysis, config: Experiment, policy: Policy
 ) -> tuple[str, str, dict[str, Any]] | None:
+    """The first broken guardrail of a treatment arm: (arm, reason, numbers), or None.
+
+    A backstop (absolute limit on the treatment arm alone) first, then the comparison with
+    control: worse by more than the margin, with one-sided p < ``guardrails.alpha``.
+    """
     g = policy.guardrails
+    ctrl = analysis.arm(config.control)
+    comps = {c.arm: c for c in analysis.comparisons}
     for arm in analysis.arms:
         if arm.arm == config.control or arm.requests < g.min_requests:
             continue
-        checks = [
+        ceilings = [
             ("error_rate", arm.error_rate, g.max_error_rate, arm.error_rate > g.max_error_rate),
             (
                 "fallback_rate",
@@ -127,13 +139,39 @@ def _guardrail(
             ),
             ("coverage", arm.coverage, g.min_coverage, arm.coverage < g.min_coverage),
         ]
-        for name, value, limit, broken in checks:
+        for name, value, limit, broken in ceilings:
             if broken:
+                c_value = getattr(ctrl, name) if ctrl is not None else math.nan
+                c_req = ctrl.requests if ctrl is not None else 0
                 return (
                     arm.arm,
-                    f"guardrail {name} of arm {arm.arm!r} is {value:.4g}"
-                    f" (limit {limit:.4g}) over {arm.requests} requests",
-                    {"guardrail": name, "value": value, "limit": limit, "requests": arm.requests},
+                    f"guardrail {name} of arm {arm.arm!r} is {value:.4g} against control's"
+                    f" {c_value:.4g}, beyond the absolute limit {limit:.4g}"
+                    f" (over {arm.requests} and {c_req} requests)",
+                    {"guardrail": name, "check": "limit", "value": value, "treatment": value,
+                     "control": c_value, "limit": limit, "requests": arm.requests,
+                     "control_requests": c_req},
+                )  # fmt: skip
+        comp = comps.get(arm.arm)
+        if ctrl is None or comp is None or ctrl.requests < g.min_requests:
+            continue
+        for name, gr in comp.guardrails.items():
+            if name == "latency_p99_ms":
+                worse = gr["treatment"] > gr["threshold"]
+                how = f"slower than the threshold {gr['threshold']:.4g} ms"
+            else:
+                excess = gr["diff"] if name != "coverage" else -gr["diff"]
+                worse = excess > gr["margin"]
+                how = f"{_WORSE[name]} by more than the margin {gr['margin']:.4g}"
+            if worse and gr["p_value"] < g.alpha:
+                return (
+                    arm.arm,
+                    f"guardrail {name} of arm {arm.arm!r} is {gr['treatment']:.4g} against"
+                    f" control's {gr['control']:.4g}: {how},"
+                    f" one-sided p = {gr['p_value']:.3g} < {g.alpha:g}"
+                    f" (over {gr['requests']} and {gr['control_requests']} requests)",
+                    {"guardrail": name, "check": "vs_control", "value": gr["treatment"]}
+                    | {k: v for k, v in gr.items() if k != "z"},
                 )
     return None
 

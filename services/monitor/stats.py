@@ -12,6 +12,9 @@ against scipy and statsmodels.  Differences are always ``treatment - control``.
   approximation as GrowthBook's engine does);
 - ``srm`` (chi-square goodness of fit of arm counts to configured weights);
 - ``holm`` / ``benjamini_hochberg`` adjusted p-values; ``power`` / ``mde`` / ``sample_size``;
+- guardrails against control: ``exceeds_margin`` (one-sided z test that a difference exceeds
+  a margin), ``two_proportions_margin`` (its Wald form for two proportions) and
+  ``share_above`` (one-sided binomial test that more than a share of requests are slow);
 - ``sign_test`` for interleaving preferences.
 """
 
@@ -36,18 +39,22 @@ __all__ = [
     "cuped_adjust",
     "cuped_theta",
     "delta_ratio",
+    "exceeds_margin",
     "holm",
     "mde",
     "moments",
     "msprt",
     "power",
     "power_proportions",
+    "power_proportions_exact",
     "ratio_moments",
     "sample_size",
     "sample_size_proportions",
+    "share_above",
     "sign_test",
     "srm",
     "two_proportions",
+    "two_proportions_margin",
     "welch",
 ]
 
@@ -186,6 +193,40 @@ def delta_ratio(control: RatioMoments, treatment: RatioMoments, alpha: float = 0
     p = float(2 * stats.norm.sf(abs(z))) if se > 0 else 1.0
     lo, hi = _z_interval(diff, se, alpha)
     return Comparison(control.ratio, treatment.ratio, diff, se, z, p, lo, hi)
+
+
+def exceeds_margin(diff: float, se: float, margin: float) -> tuple[float, float]:
+    """(z, one-sided p) of H0 ``effect <= margin`` against ``effect > margin`` for an estimate
+    ``diff`` with standard error ``se`` (an exact estimate when ``se`` is 0)."""
+    if not math.isfinite(se):
+        return 0.0, 1.0
+    if se <= 0:
+        return (math.inf, 0.0) if diff > margin else (-math.inf if diff < margin else 0.0, 1.0)
+    z = (diff - margin) / se
+    return z, float(stats.norm.sf(z))
+
+
+def two_proportions_margin(
+    x_control: int, n_control: int, x_treatment: int, n_treatment: int, margin: float
+) -> Comparison:
+    """One-sided Wald z test that treatment's proportion exceeds control's by more than
+    ``margin`` (statsmodels' ``test_proportions_2indep(..., value=margin, method="wald",
+    alternative="larger")``); ``ci_high`` is unbounded, ``ci_low`` the one-sided 95 % bound."""
+    if n_control == 0 or n_treatment == 0:
+        return _empty(0.05)
+    p0, p1 = x_control / n_control, x_treatment / n_treatment
+    se = math.sqrt(p0 * (1 - p0) / n_control + p1 * (1 - p1) / n_treatment)
+    z, p = exceeds_margin(p1 - p0, se, margin)
+    low = p1 - p0 - float(stats.norm.ppf(0.95)) * se
+    return Comparison(p0, p1, p1 - p0, se, z, p, low, math.inf)
+
+
+def share_above(above: int, n: int, share: float) -> float:
+    """One-sided exact binomial p of H0 "at most ``share`` of ``n`` requests are above a
+    threshold" given ``above`` of them were (scipy's ``binomtest(..., alternative="greater")``)."""
+    if n == 0 or above == 0:
+        return 1.0
+    return float(stats.binom.sf(above - 1, n, share))
 
 
 def _empty(alpha: float, c: float = 0.0, t: float = 0.0) -> Comparison:
@@ -328,29 +369,67 @@ def sample_size(effect: float, sd: float, alpha: float = 0.05, target_power: flo
 
 
 def power_proportions(
-    p_control: float, p_treatment: float, n_per_arm: float, alpha: float = 0.05
+    p_control: float,
+    p_treatment: float,
+    n_per_arm: float,
+    alpha: float = 0.05,
+    n_treatment: float | None = None,
 ) -> float:
-    """Power of ``two_proportions`` (pooled-variance z test) with ``n_per_arm`` users per arm.
+    """Power of ``two_proportions`` (pooled-variance z test), normal approximation, with
+    ``n_per_arm`` users per arm (or ``n_per_arm`` in control and ``n_treatment`` in treatment).
 
     The test's null spread uses the pooled rate, the alternative's the arms' own rates (as
     statsmodels' ``power_proportions_2indep``).
     """
-    if n_per_arm <= 0:
+    n0 = n_per_arm
+    n1 = n_per_arm if n_treatment is None else n_treatment
+    if n0 <= 0 or n1 <= 0:
         return 0.0
     d = abs(p_treatment - p_control)
-    pooled = (p_control + p_treatment) / 2
-    s0 = math.sqrt(2 * pooled * (1 - pooled) / n_per_arm)
-    s1 = math.sqrt((p_control * (1 - p_control) + p_treatment * (1 - p_treatment)) / n_per_arm)
+    pooled = (p_control * n0 + p_treatment * n1) / (n0 + n1)
+    s0 = math.sqrt(pooled * (1 - pooled) * (1 / n0 + 1 / n1))
+    s1 = math.sqrt(p_control * (1 - p_control) / n0 + p_treatment * (1 - p_treatment) / n1)
     if s1 == 0:
         return 1.0 if d > 0 else 0.0
     z = float(stats.norm.ppf(1 - alpha / 2))
     return float(stats.norm.cdf((d - z * s0) / s1) + stats.norm.cdf((-d - z * s0) / s1))
 
 
+def power_proportions_exact(
+    p_control: float, p_treatment: float, n_control: int, n_treatment: int, alpha: float = 0.05
+) -> float:
+    """Exact power of ``two_proportions`` at these arm sizes: the binomial probability of every
+    outcome pair whose pooled z rejects at ``alpha`` (no normal approximation of the outcome)."""
+    if n_control <= 0 or n_treatment <= 0:
+        return 0.0
+    x1 = np.arange(n_treatment + 1, dtype=np.float64)
+    w1 = stats.binom.pmf(x1, n_treatment, p_treatment)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    inv = 1 / n_control + 1 / n_treatment
+    total = 0.0
+    for lo in range(0, n_control + 1, 512):  # rows in blocks: memory stays small at any n
+        x0 = np.arange(lo, min(lo + 512, n_control + 1), dtype=np.float64)[:, None]
+        pooled = (x0 + x1) / (n_control + n_treatment)
+        se = np.sqrt(pooled * (1 - pooled) * inv)
+        diff = np.abs(x1 / n_treatment - x0 / n_control)
+        # The test rejects when |diff| > z * se; se = 0 (all or none converted) never rejects.
+        reject = (se > 0) & (diff > z * se)
+        total += float(stats.binom.pmf(x0[:, 0], n_control, p_control) @ reject @ w1)
+    return total
+
+
 def sample_size_proportions(
-    p_control: float, p_treatment: float, alpha: float = 0.05, target_power: float = 0.8
+    p_control: float,
+    p_treatment: float,
+    alpha: float = 0.05,
+    target_power: float = 0.8,
+    exact: bool = False,
 ) -> int:
-    """Users per arm for ``two_proportions`` to reach ``target_power`` (smallest such n)."""
+    """Users per arm for ``two_proportions`` to reach ``target_power`` (smallest such n).
+
+    ``exact``: the smallest n at which the exact binomial power reaches the target too, so
+    small samples, where the normal approximation can be optimistic, are not under-planned.
+    """
     d = abs(p_treatment - p_control)
     if d == 0:
         raise ValueError("no effect to detect")
@@ -362,6 +441,8 @@ def sample_size_proportions(
     while n > 1 and power_proportions(p_control, p_treatment, n - 1, alpha) >= target_power:
         n -= 1
     while power_proportions(p_control, p_treatment, n, alpha) < target_power:
+        n += 1
+    while exact and power_proportions_exact(p_control, p_treatment, n, n, alpha) < target_power:
         n += 1
     return n
 

@@ -137,7 +137,8 @@ class Router:
         plan = self.plan  # read once: a reload cannot change the config under this request
         config = plan.config
         a = plan.assigner.assign(user_id)
-        self.metrics.assignments.labels(config.experiment, a.label).inc()
+        m = self.metrics
+        m.hot(m.assignments, config.experiment, a.label).inc()
         deadline = started + self.budget.total_s
         if len(a.arms) == 2:
             answer = await self._interleaved(plan, a, user_id, deadline, request_id)
@@ -146,8 +147,8 @@ class Router:
         if a.shadow and config.shadow is not None:
             self._shadow(config.shadow.url, user_id, answer.items)
         seconds = time.perf_counter() - started
-        self.metrics.requests.labels(answer.label, "200").inc()
-        self.metrics.latency.labels(answer.label).observe(seconds)
+        m.hot(m.requests, answer.label, "200").inc()
+        m.hot(m.latency, answer.label).observe(seconds)
         if self.exposures is not None:
             self.exposures.record(self.exposure_event(answer, user_id, seconds, at_ns))
         return answer
@@ -177,15 +178,16 @@ class Router:
     async def _call(
         self, plan: _Plan, arm: str, user_id: int, deadline: float, request_id: str | None
     ) -> Reply:
+        m = self.metrics
         breaker = plan.breakers[arm]
         if not breaker.allow():
-            self.metrics.circuit.labels(arm).set(CIRCUIT_STATES["open"])
+            m.hot(m.circuit, arm).set(CIRCUIT_STATES["open"])
             return Reply(reason="circuit_open")
         budget = min(self.budget.per_call_s, deadline - time.perf_counter())
         reply = await self.upstream.recommend(plan.urls[arm], user_id, budget, request_id)
         breaker.record(reply.ok)
-        self.metrics.upstream_latency.labels(arm, reply.reason or "ok").observe(reply.seconds)
-        self.metrics.circuit.labels(arm).set(CIRCUIT_STATES[breaker.state])
+        m.hot(m.upstream_latency, arm, reply.reason or "ok").observe(reply.seconds)
+        m.hot(m.circuit, arm).set(CIRCUIT_STATES[breaker.state])
         return reply
 
     def _fallback(self, arm: str, reason: str, served_by: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.metrics import exposition, multiprocess_enabled
@@ -18,6 +20,7 @@ class RouterMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "marquee_router_requests",
@@ -113,6 +116,15 @@ class RouterMetrics:
             buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
             registry=r,
         )
+
+    def hot(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoized for the serving path: its label sets are few
+        (arms, outcomes), and ``labels()`` validates and locks on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``/metrics``, summed over live workers when multiprocess."""

@@ -48,9 +48,12 @@ def state(
     *,
     seed: int = 0,
     errors: dict[str, float] | None = None,
-    latency_ms: int = 30,
+    fallbacks: dict[str, float] | None = None,
+    empty: dict[str, float] | None = None,
+    latency_ms: int | dict[str, int] = 30,
 ) -> EvaluationState:
-    """Users per arm with a conversion rate each: ``{"control": (1000, 0.2), ...}``."""
+    """Users per arm with a conversion rate each: ``{"control": (1000, 0.2), ...}``; per arm,
+    shares of requests with ``errors``, ``fallbacks`` or an ``empty`` list, and ``latency_ms``."""
     rng = np.random.default_rng(seed)
     st = EvaluationState("exp-1")
     cols: dict[str, list[np.ndarray]] = {c: [] for c in ("user_id", *USER_COLUMNS)}
@@ -60,6 +63,9 @@ def state(
         ids = np.arange(next_id, next_id + n)
         next_id += n
         lists = rng.integers(1, 4, n)
+        # Each request fails / falls back independently: per-user counts that add up to the arm's.
+        err_u = rng.binomial(lists, (errors or {}).get(name, 0.0))
+        fb_u = rng.binomial(lists - err_u, (fallbacks or {}).get(name, 0.0))
         conv = rng.random(n) < rate
         pre = rng.poisson(20, n)
         values = {
@@ -69,8 +75,8 @@ def state(
             "exposures": lists,
             "lists": lists,
             "successes": conv.astype(np.int64),
-            "fallbacks": np.zeros(n, np.int64),
-            "errors": np.zeros(n, np.int64),
+            "fallbacks": fb_u,
+            "errors": err_u,
             "excluded": np.zeros(n, np.int64),
             "watch_minutes": rng.poisson(30, n) + conv * 20 + pre // 2,
             "ratings": np.zeros(n, np.int64),
@@ -80,9 +86,9 @@ def state(
         for c in cols:
             cols[c].append(np.asarray(values[c], np.int64))
         req = int(lists.sum())
-        err = int(req * (errors or {}).get(name, 0.0))
         hist = np.zeros(5001, np.int64)
-        hist[latency_ms] = req
-        st.requests[name] = ArmRequests(req, err, 0, 0, hist)
+        hist[latency_ms if isinstance(latency_ms, int) else latency_ms.get(name, 30)] = req
+        n_empty = round((req - int(err_u.sum())) * (empty or {}).get(name, 0.0))
+        st.requests[name] = ArmRequests(req, int(err_u.sum()), int(fb_u.sum()), n_empty, hist)
     st.users = {c: np.concatenate(v) for c, v in cols.items()}
     return st

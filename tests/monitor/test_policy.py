@@ -42,10 +42,85 @@ def test_a_broken_treatment_is_rolled_back_by_guardrail_before_statistics_mature
 
 def test_slow_treatment_breaks_the_latency_guardrail() -> None:
     cfg = config()
-    d = decide(
-        cfg, analyze(state({"control": (200, 0.2), "treatment": (200, 0.2)}, latency_ms=900), cfg)
+    st = state(
+        {"control": (200, 0.2), "treatment": (200, 0.2)},
+        latency_ms={"control": 120, "treatment": 900},
     )
+    d = decide(cfg, analyze(st, cfg))
     assert d.action is Action.ROLLBACK and "latency_p99_ms" in d.reason
+    assert d.numbers["check"] == "vs_control" and "control's 120" in d.reason
+    assert (d.numbers["treatment"], d.numbers["control"], d.numbers["threshold"]) == (900, 120, 180)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("errors", "error_rate"), ("fallbacks", "fallback_rate"), ("empty", "coverage")],
+)
+def test_a_treatment_worse_than_control_is_rolled_back_with_both_arms_in_the_reason(
+    kind: str, name: str
+) -> None:
+    # Both arms suffer a shared 3 % (well under the backstops); treatment 8 % more on top.
+    cfg = config()
+    st = state(
+        {"control": (1000, 0.2), "treatment": (1000, 0.2)},
+        **{kind: {"control": 0.03, "treatment": 0.11}},
+    )
+    d = decide(cfg, analyze(st, cfg))
+    assert d.action is Action.ROLLBACK and d.arm == "treatment" and name in d.reason
+    assert d.config is not None and d.config.status is Status.ROLLED_BACK
+    n = d.numbers
+    assert n["guardrail"] == name and n["check"] == "vs_control" and n["p_value"] < 0.001
+    assert f"control's {n['control']:.4g}" in d.reason and f"{n['treatment']:.4g}" in d.reason
+    gap = n["treatment"] - n["control"]
+    assert (gap if name != "coverage" else -gap) == pytest.approx(0.08, abs=0.025)
+    assert n["requests"] >= 1000 and n["control_requests"] >= 1000
+
+
+def test_both_arms_equally_degraded_roll_nothing_back() -> None:
+    # A slow shared dependency: a quarter of both arms' answers are fallbacks, p99 at 900 ms.
+    cfg = config()
+    st = state(
+        {"control": (300, 0.2), "treatment": (300, 0.2)},
+        errors={"control": 0.05, "treatment": 0.05},
+        fallbacks={"control": 0.25, "treatment": 0.25},
+        latency_ms=900,
+    )
+    a = analyze(st, cfg)
+    d = decide(cfg, a)
+    assert d.action is Action.CONTINUE and not d.changes
+    assert a.arm("treatment").fallback_rate > 0.2  # type: ignore[union-attr]
+
+
+def test_a_treatment_worse_only_within_the_margin_is_not_rolled_back() -> None:
+    cfg = config(policy={"min_users": 500, "guardrails": {"fallback_rate_margin": 0.05}})
+    st = state(
+        {"control": (1000, 0.2), "treatment": (1000, 0.2)},
+        fallbacks={"control": 0.02, "treatment": 0.04},
+    )
+    d = decide(cfg, analyze(st, cfg))
+    assert d.action is not Action.ROLLBACK
+
+
+def test_the_absolute_limit_still_acts_when_control_is_as_bad() -> None:
+    cfg = config()
+    st = state(
+        {"control": (300, 0.2), "treatment": (300, 0.2)},
+        fallbacks={"control": 0.6, "treatment": 0.6},
+    )
+    d = decide(cfg, analyze(st, cfg))
+    assert d.action is Action.ROLLBACK and d.numbers["check"] == "limit"
+    assert "absolute limit 0.5" in d.reason and "control's" in d.reason
+    assert d.numbers["control"] > 0.5 and d.numbers["treatment"] > 0.5
+
+
+def test_guardrails_are_not_judged_on_few_requests() -> None:
+    # About 120 requests per arm, under min_requests (200): not even a 50 % error rate counts.
+    cfg = config()
+    st = state({"control": (60, 0.2), "treatment": (60, 0.2)}, errors={"treatment": 0.5})
+    assert decide(cfg, analyze(st, cfg)).action is Action.CONTINUE
+    # The same arm over enough requests is rolled back.
+    more = state({"control": (150, 0.2), "treatment": (150, 0.2)}, errors={"treatment": 0.5})
+    assert decide(cfg, analyze(more, cfg)).action is Action.ROLLBACK
 
 
 def test_a_clearly_better_treatment_is_promoted() -> None:

@@ -155,3 +155,71 @@ def test_power_of_the_pooled_proportion_test_equals_statsmodels() -> None:
     need = stats.sample_size_proportions(0.71, 0.88)
     assert stats.power_proportions(0.71, 0.88, need) >= 0.8
     assert stats.power_proportions(0.71, 0.88, need - 1) < 0.8
+
+
+@pytest.mark.parametrize(
+    ("x0", "n0", "x1", "n1", "margin"),
+    [(10, 1000, 45, 1000, 0.02), (3, 250, 4, 260, 0.01), (250, 1000, 240, 980, 0.0)],
+)
+def test_the_margin_test_of_two_proportions_equals_statsmodels(
+    x0: int, n0: int, x1: int, n1: int, margin: float
+) -> None:
+    from statsmodels.stats.proportion import test_proportions_2indep
+
+    got = stats.two_proportions_margin(x0, n0, x1, n1, margin)
+    ref = test_proportions_2indep(
+        x1, n1, x0, n0, value=margin, method="wald", compare="diff", alternative="larger"
+    )
+    assert got.stat == pytest.approx(ref.statistic, abs=TOL)
+    assert got.p_value == pytest.approx(ref.pvalue, abs=TOL)
+
+
+def test_exceeds_margin_is_one_sided_and_exact_without_spread() -> None:
+    z, p = stats.exceeds_margin(0.05, 0.01, 0.02)
+    assert z == pytest.approx(3.0) and p == pytest.approx(sps.norm.sf(3.0), abs=TOL)
+    assert stats.exceeds_margin(-0.05, 0.01, 0.02)[1] > 0.99  # better than control: not worse
+    assert stats.exceeds_margin(0.5, 0.0, 0.02) == (math.inf, 0.0)
+    assert stats.exceeds_margin(0.0, 0.0, 0.02)[1] == 1.0
+    assert stats.exceeds_margin(0.5, math.inf, 0.02)[1] == 1.0
+
+
+@pytest.mark.parametrize(("above", "n"), [(0, 300), (3, 300), (9, 300), (40, 250)])
+def test_share_above_equals_scipy_binomtest(above: int, n: int) -> None:
+    ref = sps.binomtest(above, n, 0.01, alternative="greater").pvalue
+    assert stats.share_above(above, n, 0.01) == pytest.approx(ref, abs=TOL)
+
+
+def test_power_with_unequal_arms_equals_statsmodels() -> None:
+    from statsmodels.stats.proportion import power_proportions_2indep
+
+    for p0, p1, n0, n1 in [(0.67, 0.86, 81, 95), (0.2, 0.23, 3000, 2500)]:
+        ref = power_proportions_2indep(p1 - p0, p0, n1, ratio=n0 / n1, alpha=0.05).power
+        got = stats.power_proportions(p0, p1, n0, n_treatment=n1)
+        assert got == pytest.approx(ref, abs=TOL)
+
+
+def test_exact_power_sums_the_binomial_outcomes_the_z_test_rejects() -> None:
+    p0, p1, n0, n1 = 0.6, 0.85, 14, 17
+    want = 0.0
+    for x0 in range(n0 + 1):
+        for x1 in range(n1 + 1):
+            if 0 < x0 + x1 < n0 + n1:  # all or none converted: no spread, no rejection
+                _, p = proportions_ztest([x1, x0], [n1, n0])
+                if p < 0.05:
+                    want += sps.binom.pmf(x0, n0, p0) * sps.binom.pmf(x1, n1, p1)
+    assert stats.power_proportions_exact(p0, p1, n0, n1) == pytest.approx(want, abs=TOL)
+    # Large arms: the normal approximation is close.
+    exact = stats.power_proportions_exact(0.67, 0.75, 480, 480)
+    assert exact == pytest.approx(stats.power_proportions(0.67, 0.75, 480), abs=0.005)
+
+
+def test_the_exact_plan_adds_users_where_the_normal_approximation_is_optimistic() -> None:
+    normal = stats.sample_size_proportions(0.5, 0.7)
+    exact = stats.sample_size_proportions(0.5, 0.7, exact=True)
+    assert stats.power_proportions_exact(0.5, 0.7, normal, normal) < 0.8  # optimistic here
+    assert exact > normal and stats.power_proportions_exact(0.5, 0.7, exact, exact) >= 0.8
+    assert stats.power_proportions_exact(0.5, 0.7, exact - 1, exact - 1) < 0.8
+    # Where the approximation is already conservative, the plan is unchanged.
+    assert stats.sample_size_proportions(0.67, 0.86, exact=True) == stats.sample_size_proportions(
+        0.67, 0.86
+    )
