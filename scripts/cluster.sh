@@ -18,11 +18,18 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KUBE_VERSION="v1.34.4"
-KWOK_VERSION="v0.8.0"
-HELM_VERSION="v3.22.0"
-ETCD_VERSION="v3.6.16"
+# helm, kwok and etcd are built in the same Go module and the same `go build` as the Kubernetes
+# binaries, with every k8s.io staging module replaced by v0.${KUBE_VERSION#v1.}, so Go's minimal
+# version selection picks ONE version of client-go, apimachinery, gRPC, OpenTelemetry and
+# protobuf and they compile once (a cold build of helm v3.22 / kwok v0.8 beside it compiled
+# three copies: Kubernetes libraries v0.37, v0.36 and v0.34).  Hence releases made against
+# Kubernetes 1.34's libraries or older, so none pulls a shared dependency past Kubernetes's own:
+HELM_VERSION="v3.19.5"   # the last helm 3 on k8s.io v0.34 (v3.20 moved to v0.35)
+KWOK_VERSION="v0.7.0"    # no kwok release is on v0.34; v0.7.0 (v0.33) builds on v0.34.4
+ETCD_VERSION="v3.6.4"    # the etcd release whose client kube-apiserver v1.34.4 is built with
 # promtool of the Prometheus the chart deploys (Debian's is built without Kubernetes discovery,
-# so it cannot check the chart's scrape config).
+# so it cannot check the chart's scrape config).  Prometheus 2.53's own older libraries stay in
+# a module of their own (the second build lane).
 PROMETHEUS_VERSION="v0.53.0"  # Go module version of Prometheus 2.53.0
 CACHE="${MARQUEE_K8S_CACHE:-$HOME/.cache/marquee/k8s}"
 BIN="$CACHE/bin"
@@ -45,37 +52,6 @@ LDFLAGS="-s -w"
 
 stamp_ok() { [[ -x "$BIN/$1" && -f "$BIN/.$1.version" && "$(cat "$BIN/.$1.version")" == "$2" ]]; }
 stamp() { echo "$2" > "$BIN/.$1.version"; }
-
-build_helm() {
-  stamp_ok helm "$HELM_VERSION" && return 0
-  need_go; log "building helm $HELM_VERSION (a few minutes, once)"
-  local t0=$SECONDS
-  GOBIN="$BIN" gobuild install -ldflags "$LDFLAGS" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  stamp helm "$HELM_VERSION"; log "built helm in $((SECONDS - t0)) s"
-}
-
-build_kwok() {
-  stamp_ok kwok "$KWOK_VERSION" && stamp_ok kwokctl "$KWOK_VERSION" && return 0
-  need_go; log "building kwok and kwokctl $KWOK_VERSION (a few minutes, once)"
-  local t0=$SECONDS
-  GOBIN="$BIN" gobuild install -ldflags "$LDFLAGS" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
-    "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
-  stamp kwok "$KWOK_VERSION"; stamp kwokctl "$KWOK_VERSION"
-  log "built kwok and kwokctl in $((SECONDS - t0)) s"
-}
-
-build_etcd() {
-  stamp_ok etcd "$ETCD_VERSION" && return 0
-  need_go; log "building etcd $ETCD_VERSION (once)"
-  local mod="$CACHE/src/etcd-$ETCD_VERSION" t0=$SECONDS
-  mkdir -p "$mod"
-  cp "$ROOT/scripts/cluster/etcd.go" "$mod/main.go"
-  # go install refuses etcd's server module (it has replace lines): a module of our own.
-  (cd "$mod" && [[ -f go.mod ]] || { cd "$mod" && go mod init marquee.local/etcd >/dev/null 2>&1; })
-  (cd "$mod" && gobuild get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null 2>&1 \
-    && gobuild mod tidy && gobuild build -ldflags "$LDFLAGS" -o "$BIN/etcd" .)
-  stamp etcd "$ETCD_VERSION"; log "built etcd in $((SECONDS - t0)) s"
-}
 
 build_promtool() {
   stamp_ok promtool "$PROMETHEUS_VERSION" && return 0
@@ -111,47 +87,87 @@ build_promtool() {
   stamp promtool "$PROMETHEUS_VERSION"; log "built promtool in $((SECONDS - t0)) s"
 }
 
-KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# Every binary of the one `go build`, with the version its stamp records.
+declare -A K8S_BINARIES=(
+  [kube-apiserver]="$KUBE_VERSION" [kube-controller-manager]="$KUBE_VERSION"
+  [kube-scheduler]="$KUBE_VERSION" [kubectl]="$KUBE_VERSION"
+  [helm]="$HELM_VERSION" [kwok]="$KWOK_VERSION" [kwokctl]="$KWOK_VERSION" [etcd]="$ETCD_VERSION"
+)
 
-build_kube() {
+build_k8s() {
   local b missing=0
-  for b in "${KUBE_BINARIES[@]}"; do stamp_ok "$b" "$KUBE_VERSION" || missing=1; done
+  for b in "${!K8S_BINARIES[@]}"; do stamp_ok "$b" "${K8S_BINARIES[$b]}" || missing=1; done
   [[ $missing == 0 ]] && return 0
-  need_go; log "building kube-apiserver, -controller-manager, -scheduler, kubectl $KUBE_VERSION (~10 min, once)"
-  local mod="$CACHE/src/kube-$KUBE_VERSION" staging="v0.${KUBE_VERSION#v1.}" t0=$SECONDS
-  mkdir -p "$mod/apiserver" "$mod/keep"
+  need_go
+  log "building kube-apiserver, -controller-manager, -scheduler, kubectl $KUBE_VERSION, helm" \
+    "$HELM_VERSION, kwok and kwokctl $KWOK_VERSION, etcd $ETCD_VERSION (~10 min, once)"
+  local staging="v0.${KUBE_VERSION#v1.}" t0=$SECONDS
+  local mod="$CACHE/src/k8s-$KUBE_VERSION-helm-$HELM_VERSION-kwok-$KWOK_VERSION-etcd-$ETCD_VERSION"
+  mkdir -p "$mod/apiserver" "$mod/etcd" "$mod/keep"
   cp "$ROOT/scripts/cluster/apiserver.go" "$mod/apiserver/main.go"
+  cp "$ROOT/scripts/cluster/etcd.go" "$mod/etcd/main.go"
   cp "$ROOT/scripts/cluster/keep.go" "$mod/keep/keep.go"
-  # `go install k8s.io/kubernetes/cmd/...` is refused (its go.mod has replace lines pointing at
-  # ../staging): build from a module of our own that replaces each staging module by its
-  # published version, the list taken from upstream's own go.mod.
+  # `go install k8s.io/kubernetes/cmd/...` (and of etcd's server) is refused: their go.mod files
+  # have replace lines pointing at ../staging.  So a module of our own that replaces each staging
+  # module by its published version, the list taken from upstream's own go.mod; the commands
+  # from other modules are `tool` lines, so `go mod tidy` keeps what they need.
   local upstream
-  upstream="$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
-    | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  upstream="$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json \
+    "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
   {
-    echo "module marquee.local/kube"
+    echo "module marquee.local/k8s"
     echo
     echo "go 1.24"
     echo
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
-    echo
+    printf 'require (\n\t%s\n\t%s\n\t%s\n\t%s\n)\n\n' "k8s.io/kubernetes $KUBE_VERSION" \
+      "helm.sh/helm/v3 $HELM_VERSION" "sigs.k8s.io/kwok $KWOK_VERSION" \
+      "go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+    printf 'tool (\n\t%s\n\t%s\n\t%s\n)\n\n' helm.sh/helm/v3/cmd/helm sigs.k8s.io/kwok/cmd/kwok \
+      sigs.k8s.io/kwok/cmd/kwokctl
     echo "replace ("
     sed -n '/^replace (/,/^)/p' "$upstream" | grep '=> ./staging' \
       | awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
     echo ")"
   } > "$mod/go.mod"
+  # kwok v0.7.0 names two things Kubernetes 1.34's libraries removed: networking.k8s.io/v1alpha1
+  # (registered to decode etcd snapshots; 1.34 serves no such API) and the watch-list blueprint
+  # annotation's constant (used only with client-go's WatchListClient gate, off by default in
+  # v0.34; the literal is the constant's value).  A copy of the module without them replaces
+  # it (the module cache itself is read-only), as for promtool below.
+  local kwok
+  kwok="$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+  rm -rf "$mod/kwok"
+  cp -r "$kwok" "$mod/kwok"
+  chmod -R u+w "$mod/kwok"
+  sed -i '/networkingv1alpha1/d' "$mod/kwok/pkg/kwokctl/etcd/scheme.go"
+  local key="metav1.InitialEventsListBlueprintAnnotationKey"
+  sed -i "s|$key|\"kubernetes.io/initial-events-list-blueprint\"|" \
+    "$mod/kwok/pkg/utils/informer/informer.go"
+  echo "replace sigs.k8s.io/kwok => ./kwok" >> "$mod/go.mod"
+  local minor; minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
   local ld="$LDFLAGS -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
   ld+=" -X k8s.io/component-base/version.gitMajor=1"
-  ld+=" -X k8s.io/component-base/version.gitMinor=$(echo "$KUBE_VERSION" | cut -d. -f2)"
-  # One `go build` for all four: it compiles the shared packages once and links while compiling.
+  ld+=" -X k8s.io/component-base/version.gitMinor=$minor"
+  # What helm's release build stamps: its version, and the Kubernetes version its libraries are.
+  ld+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ld+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1"
+  ld+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+  ld+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1"
+  ld+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+  # One `go build` for all: it compiles the shared packages once and links while compiling.
+  rm -rf "$mod/out"
   (cd "$mod" && gobuild mod tidy \
-    && gobuild build -ldflags "$ld" -o "$mod/out/" ./apiserver \
+    && gobuild build -ldflags "$ld" -o "$mod/out/" ./apiserver ./etcd \
       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl)
+      k8s.io/kubernetes/cmd/kubectl helm.sh/helm/v3/cmd/helm \
+      sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl)
   mv "$mod/out/apiserver" "$BIN/kube-apiserver"
-  mv "$mod/out/kube-scheduler" "$mod/out/kube-controller-manager" "$mod/out/kubectl" "$BIN/"
-  for b in "${KUBE_BINARIES[@]}"; do stamp "$b" "$KUBE_VERSION"; done
-  log "built kube-apiserver, -controller-manager, -scheduler, kubectl in $((SECONDS - t0)) s"
+  for b in "${!K8S_BINARIES[@]}"; do
+    [[ $b == kube-apiserver ]] || mv "$mod/out/$b" "$BIN/"
+    stamp "$b" "${K8S_BINARIES[$b]}"
+  done
+  log "built the Kubernetes binaries, helm, kwok and etcd in $((SECONDS - t0)) s"
 }
 
 build() {
@@ -160,15 +176,12 @@ build() {
   exec 9>"$CACHE/.build.lock"
   flock 9
   # Two lanes: one `go build` leaves a core idle while it downloads, runs `go mod tidy` or links
-  # one binary, so the Kubernetes build (the longest) runs beside the others.
-  local t0=$SECONDS kube
-  build_kube &
-  kube=$!
-  build_kwok
-  build_helm
-  build_etcd
+  # one binary, so promtool builds beside the Kubernetes one (the longest).
+  local t0=$SECONDS k8s
+  build_k8s &
+  k8s=$!
   build_promtool
-  wait "$kube"
+  wait "$k8s"
   flock -u 9
   [[ $((SECONDS - t0)) -lt 2 ]] || log "built every binary in $((SECONDS - t0)) s"
   log "binaries ready in $BIN"

@@ -29,7 +29,7 @@ CHART = ROOT / "helm" / "marquee"
 def k8s_bin_dir() -> Path:
     """Where ``scripts/cluster.sh build`` puts its binaries (built on first use, then reused)."""
     require("go", "the cluster's binaries are built from the Go module proxy")
-    # The build takes ~15 minutes on a cold machine and seconds when cached.
+    # The build takes ~10 minutes of both cores on a cold machine and a second when cached.
     out = subprocess.run(
         [str(CLUSTER_SH), "build"], capture_output=True, text=True, timeout=3600, check=False
     )
