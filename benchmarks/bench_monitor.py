@@ -19,7 +19,10 @@ tested with its own statistics.
   z test, by its normal approximation and by the exact binomial sum).  As the policy's
   ``max_users`` does, an experiment runs until *both* arms hold the planned users (here: the
   smallest exposure share that gives both arms that many by the end), so the plan is a
-  per-arm minimum, not an expectation half the experiments fall short of; also at 1.5x.
+  per-arm minimum, not an expectation half the experiments fall short of; also at 1.5x and
+  at the always-valid test's plan (``sample_size_sequential``, the same mixture spread and the
+  looks at the shares of the final users each batch has seen), where the policy's own test is
+  to reach 0.8 (``power_sequential`` with its standard error, and its prediction, per size).
   The pool is many times an experiment, so experiments share few users; 500 experiments give
   power within about +-0.035 (95 %).  The planning is checked: the spread of the observed
   differences against the standard error the plan assumed at the users each experiment had,
@@ -290,8 +293,15 @@ def power_study(name: str, treatment: str, worlds: int, experiments: int) -> dic
     # Planned for the test that is run: the pooled z test (statsmodels' formula, checked exactly).
     planned = stats.sample_size_proportions(p0, p1, exact=True)
     pool = min(looks_c[-1]["user_id"].size, looks_t[-1]["user_id"].size)
-    factors = (1.0, 1.5)
-    sizes = [round(planned * f) for f in factors]
+    tau = max(abs(p1 - p0), 0.01)
+    # The always-valid test's plan, for its looks: the share of the final users seen by each.
+    seen = np.array(
+        [lc["user_id"].size + lt["user_id"].size for lc, lt in zip(looks_c, looks_t, strict=True)]
+    )
+    fractions = [float(f) for f in np.unique(seen[seen > 0] / seen[-1])]
+    seq_planned = stats.sample_size_sequential(p0, p1, tau, looks=fractions)
+    labels = ("1x", "1.5x", "seq_plan")
+    sizes = [planned, round(planned * 1.5), seq_planned]
     if 4 * max(sizes) > pool:
         raise ValueError(f"{pool} pooled users are too few for two arms of {max(sizes)}")
     out: dict[str, Any] = {
@@ -305,23 +315,33 @@ def power_study(name: str, treatment: str, worlds: int, experiments: int) -> dic
         "planned_users_per_arm": planned,
         "predicted_power": stats.power_proportions(p0, p1, planned),
         "predicted_power_exact": stats.power_proportions_exact(p0, p1, planned, planned),
+        "sequential_plan": {
+            "method": "sample_size_sequential (Monte Carlo of the mSPRT's path, 20,000 paths,"
+            " seed 0) at the looks' shares of the final users",
+            "mixture_sd": tau,
+            "look_fractions": fractions,
+            "users_per_arm": seq_planned,
+            "over_fixed_plan": seq_planned / planned,
+            "predicted_power": stats.power_sequential(p0, p1, seq_planned, tau, looks=fractions),
+        },
         "by_size": {},
     }
     salts = [f"pw-{name}-{s}" for s in range(experiments)]
-    per_size = _experiments(looks_c, looks_t, salts, [], max(abs(p1 - p0), 0.01), sizes)
-    for factor, n, res in zip(factors, sizes, per_size, strict=True):
+    per_size = _experiments(looks_c, looks_t, salts, [], tau, sizes)
+    for label, n, res in zip(labels, sizes, per_size, strict=True):
         fixed = np.array([r["fixed_p"] for r in res])
         seq = np.array([r["sequential_p"] for r in res])
         diffs = np.array([r["diff"] for r in res])
         users = np.array([r["users"] for r in res], dtype=int)
         power = float((fixed < 0.05).mean())
+        power_seq = float((seq < 0.05).mean())
         # What the plan predicts for the arms the experiments really had (both >= n): the
         # exact binomial power of the z test, and the difference's variance, per experiment.
         exact = [stats.power_proportions_exact(p0, p1, int(a), int(b)) for a, b in users]
         var = p0 * (1 - p0) / users[:, 0] + p1 * (1 - p1) / users[:, 1]
         planned_se = float(np.sqrt(var.mean()))
         sd = float(diffs.std(ddof=1))
-        out["by_size"][f"{factor:g}x"] = {
+        out["by_size"][label] = {
             "users_per_arm": n,
             "users_per_arm_mean": users.mean(axis=0).tolist(),
             "smaller_arm_mean": float(users.min(axis=1).mean()),
@@ -333,7 +353,10 @@ def power_study(name: str, treatment: str, worlds: int, experiments: int) -> dic
             "power_fixed_se": float(np.sqrt(power * (1 - power) / len(res))),
             "predicted_power_at_users": float(np.mean(exact)),
             "power_fixed_ge_0.8": power >= 0.8,
-            "power_sequential": float((seq < 0.05).mean()),
+            "power_sequential": power_seq,
+            "power_sequential_se": float(np.sqrt(power_seq * (1 - power_seq) / len(res))),
+            "predicted_power_sequential": stats.power_sequential(p0, p1, n, tau, looks=fractions),
+            "power_sequential_ge_0.8": power_seq >= 0.8,
             "observed_mean_difference": float(diffs.mean()),
             "observed_sd_difference": sd,
             "planned_se_difference": planned_se,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from scipy import stats
 
 from services.common import online
-from services.monitor.stats import mde
+from services.monitor.stats import mde_sequential
 from services.simulator.evaluation import line_tables
 
 Verdict = Literal["treatment", "control", "none"]
@@ -101,13 +101,21 @@ def compare(control: ArmTruth, treatment: ArmTruth, alpha: float = 0.01) -> Trut
     return Truth(control, treatment, diff, low, high, p, verdict)
 
 
-def detectable(truth: Truth, users_per_arm: int, alpha: float = 0.05, power: float = 0.8) -> bool:
-    """Whether the true difference is at least the MDE of ``users_per_arm`` users per arm."""
+def detectable(
+    truth: Truth,
+    users_per_arm: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    mixture_sd: float = 0.05,
+) -> bool:
+    """Whether the true difference is at least the MDE of ``users_per_arm`` users per arm for
+    the test the monitor decides with: the always-valid mSPRT (``mixture_sd``, the policy's
+    default), looked at continuously, as a monitor stepping every few seconds does."""
     if truth.verdict == "none":
         return False
-    p = (truth.control.conversion + truth.treatment.conversion) / 2
-    smallest = mde(math.sqrt(p * (1 - p)), users_per_arm, alpha=alpha, target_power=power)
-    return abs(truth.diff) >= smallest
+    low = min(truth.control.conversion, truth.treatment.conversion)
+    smallest = mde_sequential(low, users_per_arm, mixture_sd, alpha, power, paths=5000, tol=1e-3)
+    return math.isfinite(smallest) and abs(truth.diff) >= smallest
 
 
 def monitor_verdict(action: str | None, arm: str | None) -> MonitorVerdict:

@@ -4,6 +4,7 @@ marquee monitor analyze --config experiment.yaml --lines stream.log --lines expo
 marquee monitor analyze --config experiment.yaml --store data/events --json
 marquee monitor run --config experiment.yaml --store data/events --registry models
 marquee monitor migrate --db postgresql+psycopg://postgres@127.0.0.1:15432/marquee
+marquee monitor plan --control 0.67 --treatment 0.75 --config experiment.yaml   # max_users
 """
 
 from __future__ import annotations
@@ -219,6 +220,89 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from services.common.experiment import ConfigError, Policy
+    from services.monitor import stats
+    from services.monitor.actions import FileConfigStore
+
+    p0, p1 = args.control, args.treatment
+    if not (0 < p0 < 1 and 0 < p1 < 1) or p0 == p1:
+        print("monitor plan: --control and --treatment are two rates in (0, 1)", file=sys.stderr)
+        return 2
+    if args.paths < 100 or not 0 < args.power < 1 or (args.users is not None and args.users < 2):
+        print("monitor plan: --paths >= 100, --power in (0, 1), --users >= 2", file=sys.stderr)
+        return 2
+    if (args.looks is not None and args.looks < 1) or (
+        args.look_every is not None and args.look_every <= 0
+    ):
+        print("monitor plan: --looks and --look-every are positive", file=sys.stderr)
+        return 2
+    policy = Policy()
+    if args.config:
+        try:
+            policy = FileConfigStore(args.config).read().policy or policy
+        except ConfigError as exc:
+            print(f"monitor plan: {exc}", file=sys.stderr)
+            return 2
+    alpha = args.alpha if args.alpha is not None else policy.alpha
+    tau = args.mixture_sd if args.mixture_sd is not None else policy.mixture_sd
+    looks = {"looks": args.looks, "look_every": args.look_every}
+    mc = {"paths": args.paths, "seed": args.seed}
+    if args.looks is not None:
+        schedule = f"{args.looks} equally spaced looks"
+    elif args.look_every is not None:
+        schedule = f"a look every {args.look_every:g} users per arm"
+    else:
+        schedule = "continuous looks (a monitor stepping every few seconds)"
+    fixed = stats.sample_size_proportions(p0, p1, alpha, args.power, exact=True)
+    seq = stats.sample_size_sequential(p0, p1, tau, alpha, args.power, **looks, **mc)
+    doc: dict[str, Any] = {
+        "control": p0,
+        "treatment": p1,
+        "alpha": alpha,
+        "power": args.power,
+        "mixture_sd": tau,
+        "looks": schedule,
+        "fixed_horizon_users_per_arm": fixed,
+        "sequential_users_per_arm": seq,
+        "min_users": policy.min_users,
+        "sequential_power_at_fixed_plan": stats.power_sequential(
+            p0, p1, fixed, tau, alpha, **looks, **mc
+        ),
+    }
+    if args.users:
+        n = args.users
+        doc["at_users"] = {
+            "users_per_arm": n,
+            "power_fixed": stats.power_proportions(p0, p1, n, alpha),
+            "power_sequential": stats.power_sequential(p0, p1, n, tau, alpha, **looks, **mc),
+            "mde_sequential": stats.mde_sequential(p0, n, tau, alpha, args.power, **looks, **mc),
+        }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(
+        f"conversion {p0:g} -> {p1:g}, two-sided alpha {alpha:g}, power {args.power:g}\n"
+        f"  fixed-horizon z test, one look at the end: {fixed} users per arm\n"
+        f"  always-valid mSPRT, as the policy decides: {seq} users per arm"
+        f" <- policy.max_users\n"
+        f"    (mixture_sd {tau:g}; {schedule}; its power at {fixed} is"
+        f" {doc['sequential_power_at_fixed_plan']:.3f})"
+    )
+    if seq < policy.min_users:
+        print(
+            f"  note: policy.min_users is {policy.min_users}: nothing is promoted before it,"
+            " so max_users must not be below it"
+        )
+    if args.users:
+        at = doc["at_users"]
+        print(
+            f"  at {args.users} users per arm: power {at['power_fixed']:.3f} fixed,"
+            f" {at['power_sequential']:.3f} sequential; sequential MDE {at['mde_sequential']:+.4f}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``marquee monitor`` argument parser."""
     p = argparse.ArgumentParser(prog="marquee monitor", description=__doc__.splitlines()[0])
@@ -250,6 +334,24 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("migrate", help="create or upgrade the history tables")
     m.add_argument("--db", required=True, help="SQLAlchemy URL")
     m.set_defaults(func=_migrate)
+    pl = sub.add_parser(
+        "plan",
+        help="users per arm (policy.max_users) for a conversion effect: fixed and sequential",
+    )
+    pl.add_argument("--control", type=float, required=True, help="control's conversion rate")
+    pl.add_argument("--treatment", type=float, required=True, help="the rate to detect")
+    pl.add_argument("--config", help="experiment YAML: alpha and mixture_sd from its policy")
+    pl.add_argument("--alpha", type=float, help="two-sided level (default: the policy's)")
+    pl.add_argument("--mixture-sd", type=float, help="mSPRT spread (default: the policy's)")
+    pl.add_argument("--power", type=float, default=0.8, help="target power")
+    looks = pl.add_mutually_exclusive_group()
+    looks.add_argument("--looks", type=int, help="equally spaced looks (default: continuous)")
+    looks.add_argument("--look-every", type=float, help="users per arm between looks")
+    pl.add_argument("--users", type=int, help="also: power and sequential MDE at this n")
+    pl.add_argument("--paths", type=int, default=20_000, help="Monte Carlo paths")
+    pl.add_argument("--seed", type=int, default=0, help="Monte Carlo seed")
+    pl.add_argument("--json", action="store_true", help="one JSON document")
+    pl.set_defaults(func=_plan)
     return p
 
 

@@ -12,6 +12,9 @@ against scipy and statsmodels.  Differences are always ``treatment - control``.
   approximation as GrowthBook's engine does);
 - ``srm`` (chi-square goodness of fit of arm counts to configured weights);
 - ``holm`` / ``benjamini_hochberg`` adjusted p-values; ``power`` / ``mde`` / ``sample_size``;
+- plans for conversion: ``sample_size_proportions`` for the fixed-horizon z test and
+  ``sample_size_sequential`` (with ``power_sequential`` / ``mde_sequential``) for the
+  always-valid test the policy decides with, by a seeded Monte Carlo of its path;
 - guardrails against control: ``exceeds_margin`` (one-sided z test that a difference exceeds
   a margin), ``two_proportions_margin`` (its Wald form for two proportions) and
   ``share_above`` (one-sided binomial test that more than a share of requests are slow);
@@ -42,14 +45,17 @@ __all__ = [
     "exceeds_margin",
     "holm",
     "mde",
+    "mde_sequential",
     "moments",
     "msprt",
     "power",
     "power_proportions",
     "power_proportions_exact",
+    "power_sequential",
     "ratio_moments",
     "sample_size",
     "sample_size_proportions",
+    "sample_size_sequential",
     "share_above",
     "sign_test",
     "srm",
@@ -445,6 +451,187 @@ def sample_size_proportions(
     while exact and power_proportions_exact(p_control, p_treatment, n, n, alpha) < target_power:
         n += 1
     return n
+
+
+# -- the always-valid test's plan ---------------------------------------------------------------
+
+_BLOCK = 256  # looks per block of normals: memory stays small at any number of looks
+
+
+def _msprt_bound(m: npt.NDArray[np.float64], var1: float, tau2: float, alpha: float) -> Any:
+    """|S| at and beyond which ``msprt`` rejects after ``m`` users per arm, for the sum ``S``
+    of per-user differences with variance ``var1`` per user and arm pair (at ``m = 0``: the
+    limit ``var1 / tau * sqrt(2 log(1/alpha))``)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = var1 / m
+        half = np.sqrt(v * (v + tau2) / tau2 * (2 * math.log(1 / alpha) + np.log1p(tau2 / v)))
+        bound = m * half
+    return np.where(m > 0, bound, var1 / math.sqrt(tau2) * math.sqrt(2 * math.log(1 / alpha)))
+
+
+def _normals(seed: int, paths: int, block: int) -> npt.NDArray[np.float64]:
+    """The standard normals of one block of looks: the same for every n (common random
+    numbers), so the estimated power is a smooth function of n and of the effect."""
+    return np.random.default_rng([seed, block]).standard_normal((paths, _BLOCK))
+
+
+def _schedule(
+    n: float, looks: int | Sequence[float] | None, look_every: float | None
+) -> tuple[npt.NDArray[np.float64], bool]:
+    """(users per arm at each look, whether the path is watched continuously between them)."""
+    if look_every is not None:
+        if look_every <= 0:
+            raise ValueError("look_every must be positive")
+        k = math.ceil(n / look_every)
+        m = np.minimum(np.arange(1, k + 1, dtype=np.float64) * look_every, n)
+        return m, False
+    if looks is None:
+        return n * np.arange(1, 513, dtype=np.float64) / 512, True
+    if isinstance(looks, int):
+        if looks < 1:
+            raise ValueError("looks must be at least 1")
+        return n * np.arange(1, looks + 1, dtype=np.float64) / looks, False
+    f = np.asarray(looks, dtype=np.float64)
+    if f.size == 0 or np.any(np.diff(f) <= 0) or f[0] <= 0 or not math.isclose(f[-1], 1.0):
+        raise ValueError("look fractions must increase from above 0 to 1")
+    return n * f, False
+
+
+def power_sequential(
+    p_control: float,
+    p_treatment: float,
+    n_per_arm: float,
+    mixture_sd: float,
+    alpha: float = 0.05,
+    looks: int | Sequence[float] | None = None,
+    look_every: float | None = None,
+    paths: int = 20_000,
+    seed: int = 0,
+) -> float:
+    """Power of the always-valid test the policy decides with (``msprt`` of the conversion
+    difference, two-sided, running minimum p) over an experiment that ends at ``n_per_arm``
+    users per arm, by a seeded Monte Carlo of the test statistic's path.
+
+    Method: after ``m`` users per arm the difference's sum ``S(m)`` is, under the normal
+    approximation, a Brownian motion with drift ``p_treatment - p_control`` per user and
+    variance ``p0(1-p0) + p1(1-p1)`` per user (the variance ``two_proportions``' Wald standard
+    error estimates); ``msprt`` with that variance rejects at a look exactly when ``|S(m)|``
+    reaches the boundary ``m x`` its confidence sequence's half-width.  ``paths`` paths are
+    drawn (vectorised, in blocks of looks) and the power is the share that reach the boundary
+    at a look.  The looks: ``look_every`` users per arm (the monitor's step cadence in users;
+    the last look at ``n_per_arm``), or ``looks`` equally spaced looks (an int) or at these
+    fractions of ``n_per_arm`` (a sequence ending at 1), or, with neither, continuous
+    monitoring: 512 equally spaced looks plus, between them, the Brownian-bridge probability
+    of crossing the (chord of the) boundary.  Continuous monitoring gives the *highest* power
+    (an optimistic bound for the plan); one look at the end (``looks=1``) the lowest.
+    ``seed`` fixes the normals, the same for every ``n_per_arm`` (common random numbers).
+    """
+    if n_per_arm <= 0:
+        return 0.0
+    m, continuous = _schedule(float(n_per_arm), looks, look_every)
+    d = p_treatment - p_control
+    var1 = p_control * (1 - p_control) + p_treatment * (1 - p_treatment)
+    if var1 <= 0:
+        return 1.0 if d != 0 else 0.0
+    tau2 = mixture_sd**2
+    bound = _msprt_bound(m, var1, tau2, alpha)
+    prev_m, s = 0.0, np.zeros(paths)
+    start = float(_msprt_bound(np.zeros(1), var1, tau2, alpha)[0])
+    prev_gap_hi = prev_gap_lo = np.full(paths, start)
+    rejected = np.zeros(paths, dtype=bool)
+    survive = np.ones(paths)  # continuous: chance of not crossing between looks
+    for block, lo in enumerate(range(0, m.size, _BLOCK)):
+        mb, bb = m[lo : lo + _BLOCK], bound[lo : lo + _BLOCK]
+        dm = np.diff(mb, prepend=prev_m)
+        z = _normals(seed, paths, block)[:, : mb.size]
+        path = s[:, None] + np.cumsum(d * dm + np.sqrt(var1 * dm) * z, axis=1)
+        rejected |= (np.abs(path) >= bb).any(axis=1)
+        if continuous:
+            gap_hi, gap_lo = np.maximum(bb - path, 0.0), np.maximum(bb + path, 0.0)
+            lag_hi = np.column_stack([prev_gap_hi, gap_hi[:, :-1]])
+            lag_lo = np.column_stack([prev_gap_lo, gap_lo[:, :-1]])
+            cross = np.exp(-2 * lag_hi * gap_hi / (var1 * dm)) + np.exp(
+                -2 * lag_lo * gap_lo / (var1 * dm)
+            )
+            survive *= np.prod(1 - np.minimum(cross, 1.0), axis=1)
+            prev_gap_hi, prev_gap_lo = gap_hi[:, -1], gap_lo[:, -1]
+        s, prev_m = path[:, -1], float(mb[-1])
+    if continuous:
+        return float(np.where(rejected, 1.0, 1 - survive).mean())
+    return float(rejected.mean())
+
+
+def sample_size_sequential(
+    p_control: float,
+    p_treatment: float,
+    mixture_sd: float,
+    alpha: float = 0.05,
+    target_power: float = 0.8,
+    looks: int | Sequence[float] | None = None,
+    look_every: float | None = None,
+    paths: int = 20_000,
+    seed: int = 0,
+) -> int:
+    """Users per arm (``max_users``) at which the always-valid test the policy decides with
+    reaches ``target_power``: the smallest n with ``power_sequential(...) >= target_power``
+    (same looks, mixture spread, paths and seed), found by doubling from the fixed-horizon
+    plan (always validity costs users) and then bisection.  Reproducible: the same arguments
+    give the same n."""
+    if p_treatment == p_control:
+        raise ValueError("no effect to detect")
+
+    def ok(n: int) -> bool:
+        pw = power_sequential(
+            p_control, p_treatment, n, mixture_sd, alpha, looks, look_every, paths, seed
+        )
+        return pw >= target_power
+
+    # The fixed-horizon plan is the start: at its n the always-valid test is nearly always short.
+    lo = sample_size_proportions(p_control, p_treatment, alpha, target_power)
+    while ok(lo):
+        if lo == 1:
+            return 1
+        lo //= 2
+    hi = 2 * lo
+    while not ok(hi):
+        lo, hi = hi, 2 * hi
+        if hi > 1 << 40:
+            raise ValueError("no sample size reaches the power")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi
+
+
+def mde_sequential(
+    p_control: float,
+    n_per_arm: float,
+    mixture_sd: float,
+    alpha: float = 0.05,
+    target_power: float = 0.8,
+    looks: int | Sequence[float] | None = None,
+    look_every: float | None = None,
+    paths: int = 20_000,
+    seed: int = 0,
+    tol: float = 1e-4,
+) -> float:
+    """Smallest increase over ``p_control`` the always-valid test detects with ``target_power``
+    at ``n_per_arm`` users per arm (the inverse of ``sample_size_sequential``; bisection on the
+    effect with ``power_sequential``'s common random numbers); ``nan`` when even
+    ``p_treatment = 1`` falls short."""
+
+    def pw(d: float) -> float:
+        return power_sequential(
+            p_control, p_control + d, n_per_arm, mixture_sd, alpha, looks, look_every, paths, seed
+        )
+
+    lo, hi = 0.0, 1.0 - p_control
+    if hi <= 0 or pw(hi) < target_power:
+        return math.nan
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if pw(mid) >= target_power else (mid, hi)
+    return hi
 
 
 def sign_test(wins: int, losses: int) -> float:

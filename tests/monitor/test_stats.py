@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -223,3 +224,104 @@ def test_the_exact_plan_adds_users_where_the_normal_approximation_is_optimistic(
     assert stats.sample_size_proportions(0.67, 0.86, exact=True) == stats.sample_size_proportions(
         0.67, 0.86
     )
+
+
+def _brute_sequential_power(
+    p0: float, p1: float, n: int, tau: float, looks: int, reps: int, seed: int
+) -> float:
+    """Share of binomial experiments in which the monitor's own ``msprt`` (with the variance
+    ``two_proportions`` estimates, running minimum p) rejects at one of ``looks`` equal looks."""
+    rng = np.random.default_rng(seed)
+    at = [round(n * j / looks) for j in range(1, looks + 1)]
+    hits = 0
+    for _ in range(reps):
+        c, t = np.cumsum(rng.random(n) < p0), np.cumsum(rng.random(n) < p1)
+        p = 1.0
+        for m in at:
+            q0, q1 = c[m - 1] / m, t[m - 1] / m
+            var = q0 * (1 - q0) / m + q1 * (1 - q1) / m
+            p = stats.msprt(q1 - q0, var, tau, previous_p=p).p_value
+        hits += p < 0.05
+    return hits / reps
+
+
+@pytest.mark.parametrize(
+    ("p0", "p1", "n", "tau", "looks"), [(0.3, 0.45, 200, 0.15, 8), (0.5, 0.6, 400, 0.1, 5)]
+)
+def test_sequential_power_equals_a_brute_force_run_of_the_monitors_msprt(
+    p0: float, p1: float, n: int, tau: float, looks: int
+) -> None:
+    reps = 2000
+    brute = _brute_sequential_power(p0, p1, n, tau, looks, reps, seed=11)
+    got = stats.power_sequential(p0, p1, n, tau, looks=looks)
+    # Monte Carlo error of both (20,000 paths; ``reps`` binomial experiments), 4 sigma.
+    se = math.sqrt(got * (1 - got) * (1 / reps + 1 / 20_000))
+    assert abs(got - brute) < 4 * se
+
+
+def test_continuous_monitoring_bounds_the_looks_and_its_bridge_equals_a_fine_grid() -> None:
+    p0, p1, n, tau = 0.3, 0.5, 60, 0.2
+    continuous = stats.power_sequential(p0, p1, n, tau)
+    fine = stats.power_sequential(p0, p1, n, tau, look_every=0.1)
+    every_user = stats.power_sequential(p0, p1, n, tau, look_every=1)
+    few = stats.power_sequential(p0, p1, n, tau, looks=4)
+    once = stats.power_sequential(p0, p1, n, tau, looks=1)
+    assert once < few < every_user < continuous
+    # 512 looks plus the Brownian bridge's crossings between them = 600 looks (4 sigma of the
+    # two estimates' independent Monte Carlo errors).
+    assert continuous == pytest.approx(fine, abs=0.02)
+    # One look: the mSPRT's boundary at n, exactly (no simulation error beyond the paths').
+    z = math.sqrt(n) * (p1 - p0) / math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))
+    v = (p0 * (1 - p0) + p1 * (1 - p1)) / n
+    zb = math.sqrt((v + tau**2) / tau**2 * (2 * math.log(20) + math.log((v + tau**2) / v)))
+    exact = sps.norm.sf(zb - z) + sps.norm.cdf(-zb - z)
+    assert once == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 20_000))
+
+
+def test_the_sequential_plan_reaches_the_power_and_needs_more_users_than_the_fixed_one() -> None:
+    p0, p1, tau = 0.3, 0.4, 0.1
+    n = stats.sample_size_sequential(p0, p1, tau, looks=10, paths=5000)
+    assert stats.power_sequential(p0, p1, n, tau, looks=10, paths=5000) >= 0.8
+    assert stats.power_sequential(p0, p1, n - 1, tau, looks=10, paths=5000) < 0.8
+    assert n > stats.sample_size_proportions(p0, p1)
+    # Fewer looks need more users; continuous monitoring (the optimistic bound) the fewest.
+    assert stats.sample_size_sequential(p0, p1, tau, paths=2000) < n
+    assert stats.sample_size_sequential(p0, p1, tau, looks=1, paths=2000) > n
+
+
+def test_the_sequential_plan_shrinks_as_the_effect_grows() -> None:
+    sizes = [
+        stats.sample_size_sequential(0.3, p1, 0.1, looks=10, paths=4000)
+        for p1 in (0.36, 0.4, 0.45, 0.5)
+    ]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    powers = [stats.power_sequential(0.3, p1, 300, 0.1, looks=10) for p1 in (0.33, 0.36, 0.4)]
+    assert powers == sorted(powers) and len(set(powers)) == len(powers)
+
+
+def test_the_sequential_plan_is_reproducible_with_its_seed() -> None:
+    args = (0.3, 0.4, 0.1)
+    first = stats.sample_size_sequential(*args, looks=10, paths=4000, seed=5)
+    assert stats.sample_size_sequential(*args, looks=10, paths=4000, seed=5) == first
+    a = stats.power_sequential(0.3, 0.4, first, 0.1, looks=10, paths=4000, seed=5)
+    b = stats.power_sequential(0.3, 0.4, first, 0.1, looks=10, paths=4000, seed=6)
+    assert a == stats.power_sequential(0.3, 0.4, first, 0.1, looks=10, paths=4000, seed=5)
+    assert a != b and abs(a - b) < 0.05
+
+
+def test_the_sequential_mde_inverts_the_plan() -> None:
+    kw: dict[str, Any] = {"looks": 10, "paths": 4000}
+    d = stats.mde_sequential(0.3, 250, 0.1, **kw)
+    assert stats.power_sequential(0.3, 0.3 + d, 250, 0.1, **kw) >= 0.8
+    assert stats.power_sequential(0.3, 0.3 + d - 1e-3, 250, 0.1, **kw) < 0.8
+    assert stats.sample_size_sequential(0.3, 0.3 + d, 0.1, **kw) <= 250
+    assert math.isnan(stats.mde_sequential(0.3, 5, 0.1, **kw))
+
+
+def test_the_sequential_planner_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="no effect"):
+        stats.sample_size_sequential(0.3, 0.3, 0.1)
+    with pytest.raises(ValueError, match="fractions"):
+        stats.power_sequential(0.3, 0.4, 100, 0.1, looks=[0.5, 0.4, 1.0])
+    with pytest.raises(ValueError, match="look_every"):
+        stats.power_sequential(0.3, 0.4, 100, 0.1, look_every=0)
