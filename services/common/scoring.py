@@ -266,20 +266,27 @@ class TreeEnsemble:
         n = len(x)
         if n == 0 or len(self.roots) == 0:
             return np.zeros(n, dtype=np.float64)
+        if n == 1:  # two rows keep the final sum's rows apart (see below)
+            x = np.concatenate([x, x])
+        rows = len(x)
         flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-        offset = (np.arange(n, dtype=np.int64) * x.shape[1])[:, None]
-        node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        offset = np.arange(rows, dtype=np.int64) * x.shape[1]
+        # trees × rows, so the final sum runs down axis 0: NumPy adds those rows one after the
+        # other in tree order, the float64 running sum LightGBM computes (a sum along the
+        # contiguous axis would be pairwise, and a cumsum along either axis costs ~40x more)
+        node = np.repeat(self.roots, rows).reshape(len(self.roots), rows)
         has_nan = bool(np.isnan(flat).any())
         for _ in range(self.depth):
-            v = flat.take(self.feature.take(node) + offset)
+            at = self.feature.take(node)
+            at += offset
+            v = flat.take(at)
             right = v > self.threshold.take(node)
             if has_nan:
                 right = np.where(np.isnan(v), ~self.nan_left.take(node), right)
             node <<= 1
             node += right
             node = self.children.take(node)
-        # LightGBM adds the trees one after another in float64: a running sum in the same order
-        out: npt.NDArray[np.float64] = np.cumsum(self.value.take(node), axis=1)[:, -1]
+        out: npt.NDArray[np.float64] = self.value.take(node).sum(axis=0)[:n]
         return out
 
 
@@ -302,18 +309,32 @@ def graph_scores(
     global_bias: float,
 ) -> F32:
     """Σ over the seen items j of w_j · sim(j, i), plus the biases: a graph family's scores."""
+    return _graph_scores(seen, seen_weights, indptr, indices, sims, item_bias, global_bias)[0]
+
+
+def _graph_scores(
+    seen: npt.NDArray[np.int32],
+    seen_weights: F32,
+    indptr: I64,
+    indices: npt.NDArray[np.int32],
+    sims: F32,
+    item_bias: F32,
+    global_bias: float,
+) -> tuple[F32, npt.NDArray[np.int32]]:
+    """``graph_scores`` and the neighbour items it summed over (repeats kept)."""
     starts, ends = indptr[seen], indptr[seen + 1]
     lengths = ends - starts
     # Gather every neighbour entry of every seen item without a Python loop.
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(
         int(lengths.sum())
     )
+    neighbours = indices[offsets]
     weights = np.repeat(seen_weights, lengths) * sims[offsets]
-    summed = np.bincount(indices[offsets], weights=weights, minlength=len(item_bias))
+    summed = np.bincount(neighbours, weights=weights, minlength=len(item_bias))
     out: F32 = summed.astype(np.float32)
     out += item_bias
     out += global_bias
-    return out
+    return out, neighbours
 
 
 class Candidates:
@@ -379,6 +400,37 @@ class Candidates:
         self.n_features = (
             len(RERANK_CROSS) + self.item_features.shape[1] + self.user_features.shape[1]
         )
+        # Items by EASE's score for a user it has no neighbour for (the bias), best first: the
+        # top EASE items of a user are among their neighbours and the head of this order, so
+        # they are found without ranking the whole catalog.
+        self.bias_order = np.argsort(-self.item_bias, kind="stable")
+        # the genre generator's pool, gathered once rather than per request
+        self.pool_genres: F32 = c(self.item_genres[self.genre_pool])
+        self.pool_counts: F32 = c(self.genre_counts[self.genre_pool])
+        self.pool_popularity: F32 = c(self.item_features[self.genre_pool, 0])
+
+    def _top_ease(
+        self,
+        ease: F32,
+        seen: npt.NDArray[np.int32],
+        neighbours: npt.NDArray[np.int32],
+        blocked: npt.NDArray[np.bool_],
+        n: int,
+    ) -> npt.NDArray[np.int64]:
+        """The n best unseen items by EASE score (in no order), ranking a short list only.
+
+        An item no seen item links to scores its bias, so every such item outside the first
+        n + |seen| + |neighbours| of ``bias_order`` is beaten by n unseen items inside it.
+        """
+        head = n + len(seen) + len(neighbours)
+        if head >= self.n_items:
+            return _top_unblocked(ease, blocked, n)
+        short = np.zeros(self.n_items, dtype=bool)
+        short[neighbours] = True
+        short[self.bias_order[:head]] = True
+        short[seen] = False
+        sub = np.flatnonzero(short)
+        return sub[_top_unblocked(ease[sub], np.zeros(len(sub), dtype=bool), n)]
 
     def __call__(self, uidx: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The candidate items of known user ``uidx`` (none seen, ascending) and their features.
@@ -388,11 +440,11 @@ class Candidates:
         column order of the module docstring (float64, as LightGBM reads them).
         """
         n_ease, n_recent, n_segment, n_genre = self.sizes
-        lo, hi = self.seen_indptr[uidx], self.seen_indptr[uidx + 1]
+        lo, hi = int(self.seen_indptr[uidx]), int(self.seen_indptr[uidx + 1])
         seen = self.seen_indices[lo:hi]
         blocked = np.zeros(self.n_items, dtype=bool)
         blocked[seen] = True
-        ease = graph_scores(
+        ease, neighbours = _graph_scores(
             seen,
             self.seen_weights[lo:hi],
             self.knn_indptr,
@@ -404,32 +456,28 @@ class Candidates:
         profile = self.item_genres[seen].sum(axis=0) / max(len(seen), 1)
         # genre affinity over the pool of popular items only: a whole 27K catalog would cost
         # more than everything else (and the generator weights affinity by popularity anyway)
-        pool = self.genre_pool
-        affinity: F32 = np.zeros(self.n_items, dtype=np.float32)
-        affinity[pool] = (self.item_genres[pool] @ profile) / self.genre_counts[pool]
-        seg = int(self.user_segment[uidx])
+        pool_affinity = (self.pool_genres @ profile) / self.pool_counts
         by_genre = _top_unblocked(
-            affinity[pool] * self.item_features[pool, 0], blocked[pool], n_genre
+            pool_affinity * self.pool_popularity, blocked[self.genre_pool], n_genre
         )
-        picked: list[npt.NDArray[np.integer[Any]]] = [
-            _top_unblocked(ease, blocked, n_ease),
-            _first_unblocked(self.recent_order, blocked, n_recent),
-            _first_unblocked(self.segment_order[seg], blocked, n_segment),
-            pool[by_genre],
-        ]
-        chosen = np.zeros(self.n_items, dtype=bool)
-        for p in picked:
-            chosen[p] = True
-        cands = np.flatnonzero(chosen)
-        outside = ~np.isin(cands, pool, assume_unique=True) if len(pool) < self.n_items else None
-        if outside is not None and outside.any():
-            rest = cands[outside]
-            affinity[rest] = (self.item_genres[rest] @ profile) / self.genre_counts[rest]
+        seg = int(self.user_segment[uidx])
+        picked = np.concatenate(
+            [
+                self._top_ease(ease, seen, neighbours, blocked, n_ease),
+                _first_unblocked(self.recent_order, blocked, n_recent),
+                _first_unblocked(self.segment_order[seg], blocked, n_segment),
+                self.genre_pool[by_genre],
+            ]
+        )
+        picked.sort()
+        cands = picked[np.r_[True, picked[1:] != picked[:-1]]] if len(picked) else picked
+        cands = cands.astype(np.int64)
+        # every feature of every candidate straight into one preallocated matrix
         feats = np.empty((len(cands), self.n_features), dtype=np.float64)
         feats[:, 0] = ease[cands]
         feats[:, 1] = self.item_factors[cands] @ self.user_factors[uidx]
         feats[:, 2] = self.segment_scores[seg, cands]
-        feats[:, 3] = affinity[cands]
+        feats[:, 3] = (self.item_genres[cands] @ profile) / self.genre_counts[cands]
         # scale-free versions: the generators' scores grow with the data they were fitted on,
         # and the ranker is trained on fits to less data than the one it serves with
         by_ease = np.argsort(-feats[:, 0], kind="stable")

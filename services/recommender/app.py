@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, g, request
 
 from services.common.artifacts import Registry
 from services.common.service import (
     TEXT,
+    InvalidUserIdError,
+    log_request,
     ops_blueprint,
     parse_user_id,
     register_error_handlers,
     register_request_log,
+    request_id_of,
 )
 from services.recommender.demographics import UserDemographics
 from services.recommender.metrics import NO_MODEL, RecommenderMetrics
 from services.recommender.model import ModelHolder
 from services.recommender.service import RecommendationService
 from services.recommender.settings import RecommenderSettings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication
 
 EXTENSION = "marquee_recommender"
 
@@ -66,7 +74,79 @@ def _text(body: str, status: int = 200) -> Response:
     return Response(body, status=status, content_type=TEXT)
 
 
-def recommend_blueprint(runtime: Runtime) -> Blueprint:
+class _Answered:
+    """Each model version's answered-request counter and latency histogram, bound once."""
+
+    def __init__(self, metrics: RecommenderMetrics) -> None:
+        self.metrics = metrics
+        self._series: dict[str, tuple[Any, Any]] = {}
+
+    def count(self, version: str, started: float) -> None:
+        """One list answered by ``version``, ``started`` (perf_counter) ago."""
+        # labels() takes a lock and builds a key per call; the bound children do not
+        bound = self._series.get(version)
+        if bound is None:
+            if len(self._series) > 16:  # a long-lived worker sees many versions; keep a few
+                self._series.clear()
+            bound = self._series[version] = (
+                self.metrics.requests.labels(version, "200"),
+                self.metrics.latency.labels(version),
+            )
+        bound[0].inc()
+        bound[1].observe(time.perf_counter() - started)
+
+
+def cached_answers(
+    wsgi: WSGIApplication, runtime: Runtime, answered: _Answered, *, access_log_enabled: bool
+) -> WSGIApplication:
+    """WSGI: ``GET /recommend/<id>`` of a user whose list is cached, answered before Flask.
+
+    A repeat request costs no scoring, and Flask's request context, routing and response object
+    then cost more than the answer itself.  The answer is the Flask route's, byte for byte: the
+    same headers, access-log line and metrics (``tests/recommender/test_contract.py`` compares
+    both).  Anything else (a bad id, a list not cached, another path or method) goes to Flask.
+    """
+    service = runtime.service
+    prefix = "/recommend/"
+    cut = len(prefix)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") == "GET" and path.startswith(prefix):
+            started = time.perf_counter()
+            try:
+                rec = service.cached(parse_user_id(path[cut:]))
+            except InvalidUserIdError:
+                rec = None  # Flask answers the 400
+            if rec is not None:
+                model = rec.model
+                body = rec.body().encode()
+                rid = request_id_of(environ.get("HTTP_X_REQUEST_ID"))
+                headers = [
+                    *model.answer_headers[rec.kind],
+                    ("Content-Length", str(len(body))),
+                    ("X-Request-Id", rid),
+                ]
+                start_response("200 OK", headers)
+                answered.count(model.version, started)
+                if access_log_enabled:
+                    log_request(
+                        access_log,
+                        request_id=rid,
+                        method="GET",
+                        path=path,
+                        status=200,
+                        started=started,
+                        remote_addr=environ.get("REMOTE_ADDR"),
+                        fields={**model.log_fields, "kind": rec.kind, "n_items": len(rec.items)},
+                    )
+                return [body]
+        return wsgi(environ, start_response)
+
+    return app
+
+
+def recommend_blueprint(runtime: Runtime, answered: _Answered) -> Blueprint:
     """Route: /recommend/<user_id>; a bad id raises InvalidUserIdError, answered 400."""
     bp = Blueprint("recommender", __name__)
     service, metrics = runtime.service, runtime.metrics
@@ -81,12 +161,11 @@ def recommend_blueprint(runtime: Runtime) -> Blueprint:
         if rec is None:
             metrics.requests.labels(NO_MODEL, "503").inc()
             return _text("no model loaded yet", 503)
-        resp = _text(rec.body())
-        resp.headers.update(rec.model.headers)
-        resp.headers["X-Recommendation-Kind"] = rec.kind
-        g.log_fields = {**rec.model.log_fields, "kind": rec.kind, "n_items": len(rec.items)}
-        metrics.requests.labels(rec.model.version, "200").inc()
-        metrics.latency.labels(rec.model.version).observe(time.perf_counter() - started)
+        model = rec.model
+        # the headers as one prebuilt list: Headers.update would search the list per header
+        resp = Response(rec.body(), headers=model.answer_headers[rec.kind])
+        g.log_fields = {**model.log_fields, "kind": rec.kind, "n_items": len(rec.items)}
+        answered.count(model.version, started)
         return resp
 
     return bp
@@ -135,7 +214,11 @@ def create_app(settings: RecommenderSettings | None = None) -> Flask:
     register_error_handlers(app, style="text", on_error=count_error)
     register_request_log(app, access_log, enabled=settings.access_log)
     app.register_blueprint(ops_blueprint(runtime.ready, metrics=metrics.render))
-    app.register_blueprint(recommend_blueprint(runtime))
+    answered = _Answered(metrics)
+    app.register_blueprint(recommend_blueprint(runtime, answered))
+    app.wsgi_app = cached_answers(  # type: ignore[method-assign,assignment]
+        app.wsgi_app, runtime, answered, access_log_enabled=settings.access_log
+    )
     return app
 
 

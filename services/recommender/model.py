@@ -21,6 +21,7 @@ import numpy as np
 
 from services.common.artifacts import CHANNELS, ArtifactError, Registry, SignatureError
 from services.common.scoring import FACTOR_FAMILIES, GRAPH_FAMILIES, Scorer
+from services.common.service import TEXT
 from services.recommender.cache import ListCache
 from services.recommender.metrics import RecommenderMetrics
 
@@ -44,8 +45,8 @@ class LoadedModel:
     snapshot_hash: str
     git_sha: str
     loaded_at: float = field(default_factory=time.time)
-    lists: ListCache[tuple[list[str], Kind]] = field(default_factory=lambda: ListCache(0))
-    """Known users' answers (items, kind) under this model; a new model starts empty."""
+    lists: ListCache[tuple[list[str], Kind, str]] = field(default_factory=lambda: ListCache(0))
+    """Known users' answers (items, kind, line) under this model; a new model starts empty."""
 
     @cached_property  # built once per model, not per request (works on a frozen dataclass)
     def headers(self) -> dict[str, str]:
@@ -57,6 +58,13 @@ class LoadedModel:
             "X-Model-Snapshot": self.snapshot_hash,
             "X-Model-Git-Sha": self.git_sha,
         }
+
+    @cached_property
+    def answer_headers(self) -> dict[str, list[tuple[str, str]]]:
+        """Every header of an answer of each kind (content type, provenance, kind), built once."""
+        base = [("Content-Type", TEXT), *self.headers.items()]
+        kinds: tuple[Kind, ...] = ("personalized", "popularity", "cold_start", "fallback")
+        return {kind: [*base, ("X-Recommendation-Kind", kind)] for kind in kinds}
 
     @cached_property
     def log_fields(self) -> dict[str, str]:

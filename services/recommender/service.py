@@ -17,7 +17,7 @@ log = logging.getLogger("marquee.recommender.service")
 __all__ = ["Kind", "Recommendation", "RecommendationService"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recommendation:
     """One answer: distinct movie ids best first, the model that made it, and how."""
 
@@ -25,10 +25,12 @@ class Recommendation:
     model: LoadedModel
     kind: Kind
     segment: str | None = None
+    line: str | None = None
+    """The answer's line when already joined (a cached answer), else None."""
 
     def body(self) -> str:
         """The contract's one line: ids joined by commas, no spaces, no newline."""
-        return ",".join(self.items)
+        return self.line if self.line is not None else ",".join(self.items)
 
 
 class RecommendationService:
@@ -49,15 +51,26 @@ class RecommendationService:
         self._hit = metrics.list_cache.labels("hit")  # bound once: no label lookup per request
         self._miss = metrics.list_cache.labels("miss")
 
+    def cached(self, user_id: int) -> Recommendation | None:
+        """The answer for ``user_id`` when the serving model already made it, else None."""
+        model = self.holder.current
+        return self._cached(model, user_id) if model is not None else None
+
+    def _cached(self, model: LoadedModel, user_id: int) -> Recommendation | None:
+        hit = model.lists.get(user_id)
+        if hit is None:
+            return None
+        self._hit.inc()  # a known user asked before under this model: no scoring
+        return Recommendation(hit[0], model, hit[1], None, hit[2])
+
     def recommend(self, user_id: int) -> Recommendation | None:
         """The top-k list for ``user_id``; None only while no model has been loaded."""
         model = self.holder.current  # read once: a concurrent swap cannot change it under us
         if model is None:
             return None
-        cached = model.lists.get(user_id)
-        if cached is not None:  # a known user asked before under this model: no scoring
-            self._hit.inc()
-            return Recommendation(items=cached[0], model=model, kind=cached[1])
+        cached = self._cached(model, user_id)
+        if cached is not None:
+            return cached
         scorer = model.scorer
         segment: str | None = None
         try:
@@ -67,9 +80,10 @@ class RecommendationService:
                 # A known user's list changes only with the model (scores and excluded
                 # history both come from it): distinct and capped once, then remembered.
                 items = list(dict.fromkeys(items))[: self.k]
-                model.lists.put(user_id, (items, kind))
+                line = ",".join(items)
+                model.lists.put(user_id, (items, kind, line))
                 self._miss.inc()
-                return Recommendation(items=items, model=model, kind=kind)
+                return Recommendation(items, model, kind, None, line)
             else:
                 segment = self._segment(user_id, model)
                 items, _ = scorer.recommend(user_id, self.k, segment=segment)

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 
 from services.common.scoring import age_group
 from services.common.snapshot import SnapshotError, read_snapshot
+from services.trainer.util import unique_ints
 
 PERIODS: Final = ("train", "val", "test")
 STORED: Final = (*PERIODS, "all")  # ``all``: every event, what the refit trains on
@@ -86,7 +87,7 @@ class Period:
                 self.rate_user.astype(np.int64) * n_items + self.rate_item,
             ]
         )
-        out: I64 = np.unique(keys)
+        out: I64 = unique_ints(keys)
         return out
 
 
@@ -156,6 +157,23 @@ class Prepared:
         groups = self.age_groups()
         out: npt.NDArray[np.str_] = np.char.add(np.char.add(self.gender.astype("<U1"), "|"), groups)
         return out
+
+    def segment_index(self) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.intp]]:
+        """``np.unique(self.segments(), return_inverse=True)``, not sorting a string per user."""
+        ages, age_of = np.unique(self.age, return_inverse=True)
+        genders = np.array(["F", "M", "U"])
+        gender_of = np.select([self.gender == "F", self.gender == "M"], [0, 1], 2)
+        combo = gender_of * len(ages) + age_of.reshape(-1)
+        present, combo_of = np.unique(combo, return_inverse=True)
+        keys = np.array(
+            [
+                f"{genders[c // len(ages)]}|{age_group(int(a) if a >= 0 else None)}"
+                for c, a in zip(present.tolist(), ages[present % len(ages)].tolist(), strict=True)
+            ]
+        )
+        names, name_of = np.unique(keys, return_inverse=True)  # segments of ages share a key
+        index: npt.NDArray[np.intp] = name_of.reshape(-1)[combo_of.reshape(-1)]
+        return names, index
 
     def age_groups(self) -> npt.NDArray[np.str_]:
         """``age_group`` of every user."""
@@ -466,7 +484,7 @@ def check_disjoint(prepared: Prepared) -> None:
                 raise LeakageError(f"{name} has an event after its period ends ({column})")
     n = prepared.n_items
     watched = {
-        name: np.unique(p[name].inter_user.astype(np.int64) * n + p[name].inter_item)
+        name: unique_ints(p[name].inter_user.astype(np.int64) * n + p[name].inter_item)
         for name in PERIODS
     }
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
@@ -474,8 +492,8 @@ def check_disjoint(prepared: Prepared) -> None:
         if len(shared):
             raise LeakageError(f"{len(shared)} watched (user, movie) pairs in both {a} and {b}")
         if len(p[a].rate_time) and len(p[b].rate_time):
-            ra = np.unique(p[a].rate_user.astype(np.int64) * n + p[a].rate_item)
-            rb = np.unique(p[b].rate_user.astype(np.int64) * n + p[b].rate_item)
+            ra = unique_ints(p[a].rate_user.astype(np.int64) * n + p[a].rate_item)
+            rb = unique_ints(p[b].rate_user.astype(np.int64) * n + p[b].rate_item)
             if len(np.intersect1d(ra, rb, assume_unique=True)):
                 raise LeakageError(f"rated (user, movie) pairs in both {a} and {b}")
 
@@ -555,12 +573,13 @@ def load(folder: Path) -> Prepared:
     return Prepared(
         item_ids=item_ids,
         user_ids=users["user_id"].to_numpy().astype(np.int64),
-        gender=np.array(users["gender"].to_pylist(), dtype=str),
+        # to_numpy, not to_pylist: 0.3 s against 3.5 s for a million users
+        gender=users["gender"].to_numpy(zero_copy_only=False).astype(str),
         age=users["age"].to_numpy().astype(np.int16),
         periods=periods,
         info=json.loads((folder / "split.json").read_text()),
         occupation=(
-            np.array(users["occupation"].to_pylist(), dtype=str)
+            users["occupation"].to_numpy(zero_copy_only=False).astype(str)
             if "occupation" in users.column_names
             else None
         ),

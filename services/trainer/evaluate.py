@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,24 @@ from services.common.artifacts import load_artifact
 from services.common.scoring import Scorer
 from services.trainer.data import Prepared
 from services.trainer.models.base import item_popularity, users_with_train_data
-from services.trainer.util import limit_blas_threads
+from services.trainer.util import limit_blas_threads, unique_ints
 
 RATING_FAMILIES = ("svd", "knn")  # ease shares the graph arrays but predicts no ratings
 F64 = npt.NDArray[np.float64]
+_DERIVED: dict[int, dict[str, Any]] = {}
+
+
+def _derived(data: Prepared, name: str, make: Callable[[], Any]) -> Any:
+    """``make()`` once per ``data`` (every family and period of a run asks for the same)."""
+    # per-user arrays over every training event take seconds each at a million users
+    key = id(data)
+    cache = _DERIVED.get(key)
+    if cache is None:
+        cache = _DERIVED[key] = {}
+        weakref.finalize(data, _DERIVED.pop, key, None)
+    if name not in cache:
+        cache[name] = make()
+    return cache[name]
 
 
 def _rows(scorer: Scorer, data: Prepared, users: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
@@ -118,7 +134,7 @@ def rating_metrics(
 
     out = summary(np.ones(len(err), bool))
     gender = data.gender[per.rate_user]
-    groups = data.age_groups()[per.rate_user]
+    groups = _derived(data, "age_groups", data.age_groups)[per.rate_user]
     out["by_gender"] = {g: summary(gender == g) for g in sorted(set(gender.tolist()))}
     out["by_age"] = {a: summary(groups == a) for a in sorted(set(groups.tolist()))}
     return out
@@ -127,7 +143,7 @@ def rating_metrics(
 def held_out_users(data: Prepared, period: str, max_users: int, seed: int) -> npt.NDArray[np.int32]:
     """Users with held-out watches in ``period`` (a seeded sample of at most ``max_users``)."""
     per = data.periods[period]
-    users = np.unique(per.inter_user if len(per.inter_user) else per.rate_user)
+    users = unique_ints(per.inter_user if len(per.inter_user) else per.rate_user)
     if max_users and len(users) > max_users:
         rng = np.random.default_rng(seed)
         users = np.sort(rng.choice(users, max_users, replace=False))
@@ -165,13 +181,13 @@ def ranking_metrics(
     u_sorted, i_sorted = u_all[order], i_all[order]
     lo = np.searchsorted(u_sorted, users, "left")
     hi = np.searchsorted(u_sorted, users, "right")
-    segments = data.segments()
+    segments = _derived(data, "segments", data.segments)
     index = {str(m): n for n, m in enumerate(scorer.item_ids)}
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     prec, rec, ndcg, hit = (np.zeros(len(users)) for _ in range(4))
     personalized = 0
     # users with any training history (cold-start users are those without): same set for all models
-    has_history = users_with_train_data(data)[users]
+    has_history = _derived(data, "known", lambda: users_with_train_data(data))[users]
     recommended = np.zeros(scorer.n_items, np.int64)
     for n, u in enumerate(users):
         ids, pers = scorer.recommend(int(data.user_ids[u]), k, True, str(segments[u]))
@@ -186,7 +202,7 @@ def ranking_metrics(
         ideal = discounts[: min(len(relevant), k)].sum()
         ndcg[n] = float((hits * discounts[: len(recs)]).sum() / ideal)
         hit[n] = float(h > 0)
-    pop = item_popularity(data)
+    pop = _derived(data, "popularity", lambda: item_popularity(data))
     # percentile of each item in training popularity: 1.0 = the most watched movie
     pct = np.empty(len(pop))
     pct[np.argsort(pop, kind="stable")] = np.arange(1, len(pop) + 1) / len(pop)
@@ -266,7 +282,7 @@ def breakdown(
 ) -> dict[str, Any]:
     """Metrics by history length and demographic group, and bootstrap CIs over users."""
     ndcg = per_user["ndcg"]
-    lengths = history_lengths(data)[users]
+    lengths = _derived(data, "history", lambda: history_lengths(data))[users]
     warm = lengths > 0
 
     def cell(mask: npt.NDArray[np.bool_]) -> dict[str, Any]:
@@ -282,7 +298,7 @@ def breakdown(
         mask = (lengths >= lo) & (lengths <= hi) if hi is not None else lengths >= lo
         by_history[name] = cell(mask)
     gender = data.gender[users]
-    groups = data.age_groups()[users]
+    groups = _derived(data, "age_groups", data.age_groups)[users]
     return {
         f"ndcg@{k}_ci95": bootstrap_ci(ndcg, seed),
         f"ndcg@{k}_with_history_ci95": bootstrap_ci(ndcg[warm], seed),

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from services.common.logging import configure_logging
@@ -87,3 +89,31 @@ def limit_blas_threads(n: int = 1) -> Iterator[None]:
 
     with threadpool_limits(limits=n, user_api="blas"):
         yield
+
+
+def unique_ints(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``np.unique(values)`` (sorted distinct values) by one sort."""
+    # NumPy 2.3's hash-based np.unique is ~20x slower on the millions of (user, movie) keys of
+    # a 1M-user world (measured: 57 s against 2.8 s for 6M keys)
+    s = np.sort(values)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    out: npt.NDArray[Any] = s[keep]
+    return out
+
+
+def extreme_per_key(
+    keys: npt.NDArray[np.int64], times: npt.NDArray[np.int64], latest: bool
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Sorted distinct ``keys`` and each one's latest (else earliest) time."""
+    # one argsort and a reduceat: a two-key lexsort of millions of rows costs several times more
+    if len(keys) == 0:
+        return keys[:0], times[:0]
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    reduce = np.maximum if latest else np.minimum
+    return k[starts], reduce.reduceat(times[order], starts)

@@ -125,7 +125,7 @@ def test_a_hot_swap_serves_the_new_models_lists_not_the_cached_ones(
     assert new.items == uncached != old.items
     assert len(new.model.lists) == 1, "the new model starts from an empty cache"
     # A request still holding the old model keeps its old, consistent cache.
-    assert old.model.lists.get(5) == (old.items, "personalized")
+    assert old.model.lists.get(5) == (old.items, "personalized", ",".join(old.items))
 
 
 def test_the_cache_is_bounded_by_its_setting(registry_root: Path, svd_v1: Manifest) -> None:

@@ -91,6 +91,43 @@ def test_provenance_headers_and_access_log(
     assert re.fullmatch(r"[0-9a-f]{32}", generated["X-Request-Id"])
 
 
+def test_a_cached_answer_is_the_routes_answer(
+    client: FlaskClient, app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A repeat request is answered from the list cache before Flask: the same bytes, headers,
+    access-log line and metrics as the first (scored, routed) answer."""
+    metrics = runtime_of(app).metrics
+    version = runtime_of(app).holder.current.version  # type: ignore[union-attr]
+    with caplog.at_level(logging.INFO, logger="marquee.recommender.access"):
+        first = client.get("/recommend/9", headers={"X-Request-Id": "first"})
+        again = client.get("/recommend/9", headers={"X-Request-Id": "again"})
+    assert first.status_code == again.status_code == 200
+    assert again.data == first.data
+    assert again.headers["X-Request-Id"] == "again"
+    same = {k: v for k, v in first.headers.items() if k != "X-Request-Id"}
+    assert {k: v for k, v in again.headers.items() if k != "X-Request-Id"} == same
+    assert list(again.headers.keys()) == list(first.headers.keys())
+    lines = [r.__dict__ for r in caplog.records if r.name == "marquee.recommender.access"]
+    assert [line["request_id"] for line in lines] == ["first", "again"]
+    skip = {"request_id", "duration_ms", "created", "msecs", "relativeCreated", "thread"}
+    skip |= {"threadName", "process", "processName", "lineno", "funcName", "pathname"}
+    skip |= {"filename", "module", "args", "taskName"}
+    assert {k: v for k, v in lines[1].items() if k not in skip} == {
+        k: v for k, v in lines[0].items() if k not in skip
+    }
+    assert metrics.list_cache.labels("miss")._value.get() == 1
+    assert metrics.list_cache.labels("hit")._value.get() == 1
+    assert metrics.requests.labels(version, "200")._value.get() == 2
+    histogram = metrics.latency.labels(version)
+    assert sum(b.get() for b in histogram._buckets) == 2
+    # what the cache cannot answer still goes through the route: bad ids, HEAD, other users
+    assert client.get("/recommend/0").status_code == 400
+    assert client.get("/recommend/9/").status_code == 400
+    assert client.head("/recommend/9").status_code == 200
+    assert client.get("/recommend/10").headers["X-Recommendation-Kind"] == "personalized"
+    assert metrics.list_cache.labels("miss")._value.get() == 2
+
+
 @pytest.mark.parametrize(
     "raw",
     [

@@ -13,6 +13,7 @@ from services.common.scoring import segment_key
 from services.common.snapshot import SnapshotError
 from services.trainer import data as td
 from services.trainer import synthetic
+from services.trainer.util import extreme_per_key, unique_ints
 
 
 def test_split_is_temporal_and_disjoint(prepared: td.Prepared) -> None:
@@ -84,6 +85,27 @@ def test_segments_match_scoring(prepared: td.Prepared) -> None:
     for u in range(0, prepared.n_users, 37):
         age = int(prepared.age[u])
         assert seg[u] == segment_key(str(prepared.gender[u]), age if age >= 0 else None)
+
+
+def test_segment_index_is_unique_of_segments(prepared: td.Prepared) -> None:
+    names, index = prepared.segment_index()
+    expected_names, expected_index = np.unique(prepared.segments(), return_inverse=True)
+    assert names.tolist() == expected_names.tolist()
+    assert index.tolist() == expected_index.reshape(-1).tolist()
+
+
+def test_sort_based_unique_and_latest_per_key() -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 50, 1000).astype(np.int64)
+    times = rng.integers(0, 10**12, 1000).astype(np.int64)
+    assert unique_ints(keys).tolist() == np.unique(keys).tolist()
+    assert unique_ints(keys[:1]).tolist() == keys[:1].tolist()
+    assert unique_ints(keys[:0]).tolist() == []
+    for latest in (True, False):
+        k, t = extreme_per_key(keys, times, latest=latest)
+        assert k.tolist() == np.unique(keys).tolist()
+        pick = max if latest else min
+        assert t.tolist() == [pick(times[keys == v].tolist()) for v in k.tolist()]
 
 
 def test_missing_snapshot_message(tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from services.common.artifacts import ArtifactError, load_artifact, write_artifact
-from services.common.scoring import RANKER_FILE, Scorer, TreeEnsemble
+from services.common.scoring import (
+    RANKER_FILE,
+    Scorer,
+    TreeEnsemble,
+    _graph_scores,
+    _top_unblocked,
+)
 from services.trainer import data as td
 from services.trainer.models.base import Fitted
 from services.trainer.models.rerank import RerankModel, empty_model, feature_names, label_windows
@@ -103,6 +109,10 @@ def test_tree_ensemble_matches_lightgbm_with_missing_values() -> None:
     probe = rng.standard_normal((300, 6))
     probe[rng.random(probe.shape) < 0.1] = np.nan
     np.testing.assert_array_equal(ens.predict(probe), booster.predict(probe, raw_score=True))
+    for rows in (1, 2, 3):  # the tree sum stays LightGBM's running sum at any row count
+        np.testing.assert_array_equal(
+            ens.predict(probe[:rows]), booster.predict(probe[:rows], raw_score=True)
+        )
     # a model with no trees is still LightGBM's format and scores every candidate 0
     empty = empty_model([f"f{i}" for i in range(6)])
     assert lgb.Booster(model_str=empty).num_trees() == 0
@@ -166,3 +176,28 @@ def test_deterministic_with_a_seed(prepared: td.Prepared, fitted: Fitted) -> Non
     assert again.texts == fitted.texts
     for key, value in fitted.arrays.items():
         np.testing.assert_array_equal(again.arrays[key], value, err_msg=key)
+
+
+def test_top_ease_ranks_a_short_list_exactly(fitted: Fitted) -> None:
+    """The EASE generator's short list (neighbours + head of the bias order) loses no item."""
+    stage = fitted.scorer.stage_one
+    for row in range(0, len(fitted.scorer.user_ids), 11):
+        lo, hi = int(stage.seen_indptr[row]), int(stage.seen_indptr[row + 1])
+        seen = stage.seen_indices[lo:hi]
+        ease, neighbours = _graph_scores(
+            seen,
+            stage.seen_weights[lo:hi],
+            stage.knn_indptr,
+            stage.knn_indices,
+            stage.knn_sims,
+            stage.item_bias,
+            stage.global_bias,
+        )
+        blocked = np.zeros(stage.n_items, bool)
+        blocked[seen] = True
+        for n in (1, 5, 20):
+            short = stage._top_ease(ease, seen, neighbours, blocked, n)
+            full = _top_unblocked(ease, blocked, n)
+            # the same scores (items may differ only among ties)
+            assert sorted(ease[short].tolist()) == sorted(ease[full].tolist())
+            assert not blocked[short].any()

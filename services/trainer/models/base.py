@@ -20,6 +20,7 @@ import numpy.typing as npt
 from services.common.artifacts import Artifact, Manifest
 from services.common.scoring import Scorer
 from services.trainer.data import Prepared
+from services.trainer.util import extreme_per_key, unique_ints
 
 Arrays = dict[str, npt.NDArray[Any]]
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -63,10 +64,7 @@ def recency_votes(
     if len(keys) == 0:
         z = np.zeros(0, np.int64)
         return z, z, np.zeros(0)
-    # one vote per (user, movie): its latest event
-    order = np.lexsort((times, keys))
-    last = np.r_[keys[order][1:] != keys[order][:-1], True]
-    keys, times = keys[order][last], times[order][last]
+    keys, times = extreme_per_key(keys, times, latest=True)  # one vote per pair: its latest
     weights = np.ones(len(keys))
     if half_life_days > 0:
         age_days = (times.max() - times) / NS_PER_DAY
@@ -106,10 +104,8 @@ def cold_start_arrays(
     users, items, weights = recency_votes(data, half_life_days)
     overall = np.bincount(items, weights=weights, minlength=data.n_items).astype(np.float64)
     popular = rank_items(overall, item_popularity(data), k)
-    seg_of_user = data.segments()
-    seg_names, seg_index = np.unique(seg_of_user, return_inverse=True)
-    seg_index = seg_index.reshape(-1)
-    present = np.unique(seg_index[users]) if len(users) else np.zeros(0, np.int64)
+    seg_names, seg_index = data.segment_index()
+    present = unique_ints(seg_index[users]) if len(users) else np.zeros(0, np.int64)
     pos = np.full(len(seg_names), -1, np.int64)
     pos[present] = np.arange(len(present))
     counts = (
@@ -122,8 +118,9 @@ def cold_start_arrays(
         .reshape(len(present), data.n_items)
     )
     if shrinkage > 0 and len(present):
-        active = np.bincount(pos[seg_index[np.unique(users)]], minlength=len(present))
-        share = overall / max(float(len(np.unique(users))), 1.0)
+        distinct = unique_ints(users)
+        active = np.bincount(pos[seg_index[distinct]], minlength=len(present))
+        share = overall / max(float(len(distinct)), 1.0)
         counts = (counts + shrinkage * share[None, :]) / (active[:, None] + shrinkage)
     seg_popular = np.zeros((len(present), k), np.int32)
     for row in range(len(present)):

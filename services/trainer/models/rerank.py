@@ -42,7 +42,7 @@ from services.trainer.models.base import (
     seen_arrays,
     users_with_train_data,
 )
-from services.trainer.util import limit_blas_threads
+from services.trainer.util import extreme_per_key, limit_blas_threads
 
 ITEM_FEATURES = (
     "log_viewers",  # first: the popularity the genre generator weights affinity by
@@ -91,10 +91,7 @@ def _pair_first_times(per: Period, n_items: int) -> tuple[npt.NDArray[np.int64],
         ]
     )
     times = np.concatenate([per.inter_time, per.rate_time])
-    order = np.lexsort((times, keys))
-    keys, times = keys[order], times[order]
-    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
-    return keys[first], times[first]
+    return extreme_per_key(keys, times, latest=False)
 
 
 def label_windows(

@@ -36,7 +36,7 @@ class SegmentModel(ModelFamily):
     def family_arrays(self, data: Prepared, known: npt.NDArray[np.bool_]) -> Arrays:
         """``segment_scores``, ``user_segment`` and matching cold-start segment lists."""
         users, items, weights = recency_votes(data, float(self.params["half_life_days"]))
-        names, seg = np.unique(data.segments(), return_inverse=True)
+        names, seg = data.segment_index()
         seg = seg.reshape(-1).astype(np.int32)
         n_seg, n_items = len(names), data.n_items
         counts = np.bincount(
