@@ -129,10 +129,12 @@ class Monitor:
             else 0.0
         )
         result = StepResult(config, analysis, decision, applied, lag_s, advanced)
-        self._record(result)
-        self._export(result)
+        # Published before the history and metrics writes: once a decision is visible in the
+        # config, the API already shows the step behind it.
         with self.lock:
             self.latest = result
+        self._record(result)
+        self._export(result)
         metrics.STEPS.labels("advanced" if advanced else "idle").inc()
         metrics.STEP_SECONDS.observe(time.perf_counter() - started)
         return result
