@@ -9,7 +9,7 @@ the other services (``services.common.service``): the same probes, one-line 4xx 
 
 ``create_app(settings)`` loads and validates the experiment file (a bad file fails start-up
 loudly); gunicorn's ``post_worker_init`` starts the config watcher and the exposure sender in
-every worker (``aiohttp.GunicornUVLoopWebWorker``: the same worker on uvloop).
+every worker (``aiohttp.GunicornWebWorker``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ configure_logging(_settings.log_level, _settings.log_json)
 wsgi_app = "services.router.app:create_app()"
 bind = [_settings.bind]
 workers = _settings.workers
-worker_class = "aiohttp.GunicornUVLoopWebWorker"  # libuv: less CPU per event than asyncio's loop
+worker_class = "aiohttp.GunicornWebWorker"
 preload_app = True  # a bad experiment file fails once, in the master, before any worker
 graceful_timeout = _settings.graceful_timeout_s
 timeout = 30
