@@ -729,9 +729,10 @@ DEFAULT_POLICY: dict[str, Any] = {
     "min_users": 500,
     "max_users": 6000,
     "ramp": [],
-    # Guardrails are for a broken arm (nearly every call failing), judged over enough requests;
-    # two busy cores that run the whole stack stall both arms now and then, and measured on
-    # this machine such a burst alone can reach a 5 % fallback rate over the first few hundred.
+    # Guardrails judge the treatment against control (the defaults' margins and one-sided
+    # tests); the absolute backstops below stay loose because two busy cores running the whole
+    # stack stall both arms now and then (such a burst alone reached a 5 % fallback rate over
+    # the first few hundred requests), and a stall both arms share is not the treatment's fault.
     "guardrails": {
         "max_latency_p99_ms": 1000,
         "max_fallback_rate": 0.25,
