@@ -11,6 +11,7 @@ import fcntl
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
@@ -83,3 +84,26 @@ def mark_worker_dead(pid: int) -> None:
     """gunicorn ``child_exit`` hook: drop a dead worker's live gauges from the aggregate."""
     if multiprocess_enabled():
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class BoundChildren:
+    """``metric.labels(*values)``, memoized for a serving path: its label sets are few (arms,
+    outcomes, model versions), and ``labels()`` validates and takes a lock on every call.
+
+    Past ``limit`` entries the memo starts over, so a long-lived process that sees many label
+    sets (model versions over days) keeps only the recent ones bound.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._limit = limit
+
+    def __call__(self, metric: Any, *labels: str) -> Any:
+        """The child of ``metric`` for ``labels``."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= self._limit:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child

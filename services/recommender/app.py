@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Flask, Response, g, request
 
 from services.common.artifacts import Registry
+from services.common.metrics import BoundChildren
 from services.common.service import (
     TEXT,
     InvalidUserIdError,
@@ -79,21 +80,14 @@ class _Answered:
 
     def __init__(self, metrics: RecommenderMetrics) -> None:
         self.metrics = metrics
-        self._series: dict[str, tuple[Any, Any]] = {}
+        # a long-lived worker sees many versions; keep a few bound
+        self._bound = BoundChildren(limit=34)
 
     def count(self, version: str, started: float) -> None:
         """One list answered by ``version``, ``started`` (perf_counter) ago."""
-        # labels() takes a lock and builds a key per call; the bound children do not
-        bound = self._series.get(version)
-        if bound is None:
-            if len(self._series) > 16:  # a long-lived worker sees many versions; keep a few
-                self._series.clear()
-            bound = self._series[version] = (
-                self.metrics.requests.labels(version, "200"),
-                self.metrics.latency.labels(version),
-            )
-        bound[0].inc()
-        bound[1].observe(time.perf_counter() - started)
+        m, bound = self.metrics, self._bound
+        bound(m.requests, version, "200").inc()
+        bound(m.latency, version).observe(time.perf_counter() - started)
 
 
 def cached_answers(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.common.metrics import exposition, multiprocess_enabled
+from services.common.metrics import BoundChildren, exposition, multiprocess_enabled
 
 # The router adds well under a millisecond; upstreams take milliseconds; the deadline is 600 ms.
 LATENCY_BUCKETS = (
@@ -20,7 +18,8 @@ class RouterMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # ``hot(metric, *labels)``: the serving path's children, bound once
+        self.hot = BoundChildren()
         r = self.registry
         self.requests = Counter(
             "marquee_router_requests",
@@ -116,15 +115,6 @@ class RouterMetrics:
             buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
             registry=r,
         )
-
-    def hot(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, memoized for the serving path: its label sets are few
-        (arms, outcomes), and ``labels()`` validates and locks on every call."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def render(self) -> tuple[bytes, str]:
         """Body and content type for ``/metrics``, summed over live workers when multiprocess."""
