@@ -258,8 +258,12 @@ def paired(a: Any, b: Any) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Backfill, train, evaluate offline and online; the lift of each family over popularity."""
+def run(quick: bool, world: tuple[int, int, int, float] | None = None) -> dict[str, Any]:
+    """Backfill, train, evaluate offline and online; the lift of each family over popularity.
+
+    ``world``: (users, movies, backfill days, online hours) instead of the demo's world, e.g. a
+    denser one whose users have weeks of history (``--world 6000,2000,14,3``).
+    """
     from services.common.runtime import pin_blas_threads
 
     pin_blas_threads()
@@ -270,7 +274,9 @@ def run(quick: bool) -> dict[str, Any]:
     from services.trainer.models import FAMILIES
     from services.trainer.pipeline import load_params
 
-    n_users, n_movies, days, hours = (10_000, 2_000, 2, 2.0) if quick else (30_000, 5_000, 3, 4.0)
+    n_users, n_movies, days, hours = world or (
+        (10_000, 2_000, 2, 2.0) if quick else (30_000, 5_000, 3, 4.0)
+    )
     params = load_params(ROOT / "params.yaml")
     families = [f for f in params["families"] if f != "svd"]  # svd: slow, never the best here
     out: dict[str, Any] = {
@@ -375,4 +381,14 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10,000 users, 2,000 movies, 2 days")
+    ap.add_argument("--world", help="USERS,MOVIES,DAYS,HOURS instead of the demo's world")
+    args = ap.parse_args()
+    dims = None
+    if args.world:
+        u, m, d, h = args.world.split(",")
+        dims = (int(u), int(m), int(d), float(h))
+    print(json.dumps(run(quick=args.quick, world=dims), indent=2))

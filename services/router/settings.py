@@ -40,9 +40,11 @@ class RouterSettings(ServiceSettings):
     and counted."""
     exposure_batch: int = Field(default=1000, ge=1)
     """Exposure events sent per batch."""
-    exposure_linger_s: float = Field(default=0.25, ge=0, le=5)
-    """How long the sender waits to fill a batch before sending it: fewer, fuller produce
-    requests cost each worker far less CPU; exposures reach Kafka this much later."""
+    exposure_linger_s: float = Field(default=1.0, ge=0, le=5)
+    """How long the sender waits to fill a batch before sending it: exposures reach Kafka this
+    much later, in fewer, fuller produce requests that cost the worker and the broker far less
+    CPU (at 600 events/s the broker spent 0.03-0.06 ms per event above its idle at 0.25 s,
+    about 0.01 ms at 1 s; benchmarks/bench_router.py reports the broker's CPU per request)."""
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
     """How long one Kafka request of the exposure producer may take."""
     kafka_max_block_ms: int = Field(default=2_000, ge=100)

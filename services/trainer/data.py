@@ -13,6 +13,7 @@ periods are checked (``check_disjoint``), not assumed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -545,12 +546,21 @@ def save(prepared: Prepared, out: Path) -> None:
     (out / "split.json").write_text(json.dumps(prepared.info, indent=2, sort_keys=True) + "\n")
 
 
-def load(folder: Path) -> Prepared:
-    """Read what ``save`` wrote."""
+def load(folder: Path, periods_wanted: Sequence[str] = STORED) -> Prepared:
+    """Read what ``save`` wrote: every period, or only ``periods_wanted`` (of ``STORED``).
+
+    A stage reads only what it uses (a training stage ``train``, a refit ``all``): at a
+    million users each period is 10-120 MB of Parquet, read again by every stage process.
+    """
     items = pq.read_table(folder / "items.parquet")
     users = pq.read_table(folder / "users.parquet")
+    wanted = set(periods_wanted)
+    if "all" in wanted and not (folder / "all_interactions.parquet").is_file():
+        wanted |= set(PERIODS)  # written before ``all`` was stored: all_periods() merges them
     periods = {}
     for name in STORED:
+        if name not in wanted:
+            continue
         if not (folder / f"{name}_interactions.parquet").is_file():
             continue
         it = pq.read_table(folder / f"{name}_interactions.parquet")

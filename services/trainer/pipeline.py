@@ -155,7 +155,8 @@ def run_train(
     if fit_on not in ("train", "all"):
         raise ValueError(f"fit_on must be 'train' or 'all', not {fit_on!r}")
     where = paths(params, root)
-    data = prepared or td.load(where["prepared"])
+    # fitting reads its own period only (every model trains on ``train``; a refit on ``all``)
+    data = prepared or td.load(where["prepared"], ("train",) if fit_on == "train" else ("all",))
     if fit_on == "all":
         data = data.all_periods()
     started = time.perf_counter()
@@ -226,7 +227,7 @@ def run_evaluate(
     from services.trainer.report import write_report
 
     where = paths(params, root)
-    data = prepared or td.load(where["prepared"])
+    data = prepared or td.load(where["prepared"], td.PERIODS)
     ev = params.get("evaluate", {})
     seed = int(params.get("seed", 0))
     results: dict[str, Any] = {}

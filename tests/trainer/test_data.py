@@ -80,6 +80,22 @@ def test_save_load_round_trip(prepared: td.Prepared, tmp_path: Path) -> None:
     assert back.info == prepared.info
 
 
+def test_a_stage_loads_only_the_periods_it_uses(prepared: td.Prepared, tmp_path: Path) -> None:
+    td.save(prepared, tmp_path / "p")
+    train_only = td.load(tmp_path / "p", ("train",))
+    assert set(train_only.periods) == {"train"}
+    assert np.array_equal(train_only.train.inter_user, prepared.train.inter_user)
+    refit = td.load(tmp_path / "p", ("all",)).all_periods()
+    expected = td.load(tmp_path / "p").all_periods()
+    for name in ("inter_user", "inter_minutes", "inter_last", "rate_value"):
+        assert np.array_equal(getattr(refit.train, name), getattr(expected.train, name)), name
+    # an older prepared folder without the ``all`` files: the refit merges the periods again
+    for f in ("all_interactions.parquet", "all_ratings.parquet"):
+        (tmp_path / "p" / f).unlink()
+    old = td.load(tmp_path / "p", ("all",)).all_periods()
+    assert len(old.train.inter_user) == sum(len(prepared.periods[p].inter_user) for p in td.PERIODS)
+
+
 def test_segments_match_scoring(prepared: td.Prepared) -> None:
     seg = prepared.segments()
     for u in range(0, prepared.n_users, 37):

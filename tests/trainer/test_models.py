@@ -313,6 +313,18 @@ def test_ease_graph_is_the_closed_form_when_nothing_is_cut(prepared: td.Prepared
     assert np.all(s.item_bias < 1e-3)
 
 
+def test_ease_without_a_ridge_on_a_singular_gram_raises_a_clear_error() -> None:
+    """Cholesky fails on a singular Gram with l2 = 0: a LinAlgError naming l2, not garbage."""
+    from services.trainer.models.ease import ease_weights
+
+    x = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # item 1: never watched
+    with pytest.raises(np.linalg.LinAlgError, match="raise l2"):
+        ease_weights(x.T @ x, 0.0)
+    b = ease_weights(x.T @ x, 1.0)  # any ridge makes it positive definite
+    p = np.linalg.inv(x.T @ x + np.eye(3))
+    np.testing.assert_allclose(b, np.where(np.eye(3) == 1, 0.0, -p / np.diag(p)[None, :]))
+
+
 def test_ease_caps_items_and_neighbours(prepared: td.Prepared) -> None:
     from services.trainer.models import EASEModel
 

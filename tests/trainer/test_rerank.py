@@ -178,6 +178,17 @@ def test_deterministic_with_a_seed(prepared: td.Prepared, fitted: Fitted) -> Non
         np.testing.assert_array_equal(again.arrays[key], value, err_msg=key)
 
 
+def test_stage_one_als_is_the_same_on_any_number_of_threads(prepared: td.Prepared) -> None:
+    """ALS runs on every core (``als_threads: 0``) because the thread count cannot change it."""
+    one, two = (
+        RerankModel({**SMALL, "als_iterations": 5, "als_threads": t}, seed=5).stage_one(prepared)
+        for t in (1, 2)
+    )
+    assert one["user_factors"].shape[1] == SMALL["als_factors"]
+    for key in ("user_factors", "item_factors"):
+        np.testing.assert_array_equal(one[key], two[key], err_msg=key)
+
+
 def test_top_ease_ranks_a_short_list_exactly(fitted: Fitted) -> None:
     """The EASE generator's short list (neighbours + head of the bias order) loses no item."""
     stage = fitted.scorer.stage_one

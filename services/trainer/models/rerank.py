@@ -205,7 +205,10 @@ class RerankModel(ModelFamily):
         "n_estimators": 150,
         "early_stopping": 30,
         "eval_at": 20,  # the list length early stopping measures NDCG at
-        "threads": 1,  # ALS and LightGBM; more only oversubscribes a shared machine
+        "threads": 1,  # LightGBM; more only oversubscribes a shared machine
+        # ALS (0: every core): each row's least squares is solved on its own, so the factors
+        # are the same bits whatever the thread count (checked in tests/trainer/test_rerank.py)
+        "als_threads": 0,
     }
 
     def known_users(self, data: Prepared) -> npt.NDArray[np.bool_]:
@@ -237,7 +240,7 @@ class RerankModel(ModelFamily):
                     "alpha": p["als_alpha"],
                     "iterations": p["als_iterations"],
                     "weighting": p["als_weighting"],
-                    "threads": p["threads"],
+                    "threads": p["als_threads"],
                 },
                 seed=self.seed,
             ).family_arrays(data, known)
