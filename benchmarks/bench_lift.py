@@ -383,12 +383,20 @@ def run(quick: bool, world: tuple[int, int, int, float] | None = None) -> dict[s
 if __name__ == "__main__":
     import argparse
 
+    def world_dims(text: str) -> tuple[int, int, int, float]:
+        try:
+            u, m, d, h = text.split(",")
+            dims = (int(u), int(m), int(d), float(h))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not USERS,MOVIES,DAYS,HOURS: {text!r}") from None
+        if min(dims) <= 0:
+            raise argparse.ArgumentTypeError(f"every size must be positive: {text!r}")
+        return dims
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10,000 users, 2,000 movies, 2 days")
-    ap.add_argument("--world", help="USERS,MOVIES,DAYS,HOURS instead of the demo's world")
+    ap.add_argument(
+        "--world", type=world_dims, help="USERS,MOVIES,DAYS,HOURS instead of the demo's world"
+    )
     args = ap.parse_args()
-    dims = None
-    if args.world:
-        u, m, d, h = args.world.split(",")
-        dims = (int(u), int(m), int(d), float(h))
-    print(json.dumps(run(quick=args.quick, world=dims), indent=2))
+    print(json.dumps(run(quick=args.quick, world=args.world), indent=2))
