@@ -432,18 +432,10 @@ class Candidates:
         sub = np.flatnonzero(short)
         return sub[_top_unblocked(ease[sub], np.zeros(len(sub), dtype=bool), n)]
 
-    def __call__(self, uidx: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """The candidate items of known user ``uidx`` (none seen, ascending) and their features.
-
-        The union of the top items by EASE score, by recency-weighted popularity, by the
-        user's segment's popularity and by genre affinity × popularity; features in the
-        column order of the module docstring (float64, as LightGBM reads them).
-        """
-        n_ease, n_recent, n_segment, n_genre = self.sizes
+    def ease(self, uidx: int) -> tuple[npt.NDArray[np.int32], F32, npt.NDArray[np.int32]]:
+        """Known user ``uidx``'s seen items, EASE scores and the neighbour items summed over."""
         lo, hi = int(self.seen_indptr[uidx]), int(self.seen_indptr[uidx + 1])
         seen = self.seen_indices[lo:hi]
-        blocked = np.zeros(self.n_items, dtype=bool)
-        blocked[seen] = True
         ease, neighbours = _graph_scores(
             seen,
             self.seen_weights[lo:hi],
@@ -453,6 +445,19 @@ class Candidates:
             self.item_bias,
             self.global_bias,
         )
+        return seen, ease, neighbours
+
+    def __call__(self, uidx: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The candidate items of known user ``uidx`` (none seen, ascending) and their features.
+
+        The union of the top items by EASE score, by recency-weighted popularity, by the
+        user's segment's popularity and by genre affinity × popularity; features in the
+        column order of the module docstring (float64, as LightGBM reads them).
+        """
+        n_ease, n_recent, n_segment, n_genre = self.sizes
+        seen, ease, neighbours = self.ease(uidx)
+        blocked = np.zeros(self.n_items, dtype=bool)
+        blocked[seen] = True
         profile = self.item_genres[seen].sum(axis=0) / max(len(seen), 1)
         # genre affinity over the pool of popular items only: a whole 27K catalog would cost
         # more than everything else (and the generator weights affinity by popularity anyway)

@@ -14,7 +14,6 @@ from services.common.scoring import (
     RANKER_FILE,
     Scorer,
     TreeEnsemble,
-    _graph_scores,
     _top_unblocked,
 )
 from services.trainer import data as td
@@ -193,17 +192,7 @@ def test_top_ease_ranks_a_short_list_exactly(fitted: Fitted) -> None:
     """The EASE generator's short list (neighbours + head of the bias order) loses no item."""
     stage = fitted.scorer.stage_one
     for row in range(0, len(fitted.scorer.user_ids), 11):
-        lo, hi = int(stage.seen_indptr[row]), int(stage.seen_indptr[row + 1])
-        seen = stage.seen_indices[lo:hi]
-        ease, neighbours = _graph_scores(
-            seen,
-            stage.seen_weights[lo:hi],
-            stage.knn_indptr,
-            stage.knn_indices,
-            stage.knn_sims,
-            stage.item_bias,
-            stage.global_bias,
-        )
+        seen, ease, neighbours = stage.ease(row)
         blocked = np.zeros(stage.n_items, bool)
         blocked[seen] = True
         for n in (1, 5, 20):
