@@ -89,22 +89,25 @@ def _cpu_seconds(proc: subprocess.Popen[bytes] | int) -> float:
     An ``int`` is a single process id (the Kafka broker's JVM, which has no group of its own).
     """
     if isinstance(proc, int):
-        try:
-            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        fields = _stat(Path(f"/proc/{proc}"))
+        return (int(fields[11]) + int(fields[12])) / _TICK if fields else 0.0
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[2]) == proc.pid:  # process group id: the server was started in its own
+        fields = _stat(entry)
+        # process group id: the server was started in its own
+        if fields and int(fields[2]) == proc.pid:
             total += int(fields[11]) + int(fields[12])
     return total / _TICK
+
+
+def _stat(proc_dir: Path) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name; None once the process is gone."""
+    try:
+        return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def _keep(r: dict[str, Any]) -> dict[str, Any]:
