@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -34,10 +35,9 @@ from services.common.service import (
     readiness_answer,
     request_id_of,
 )
-from services.common.settings import KafkaSettings
 from services.router.config import ConfigHolder
 from services.router.core import Budget, Router
-from services.router.exposures import ExposureLog, Producer
+from services.router.exposures import ExposureLog, Producer, producer_config
 from services.router.metrics import RouterMetrics
 from services.router.settings import RouterSettings
 from services.router.upstream import Upstream
@@ -78,23 +78,19 @@ class Runtime:
 RUNTIME = web.AppKey("marquee_router", Runtime)
 
 
-def producer_factory(settings: RouterSettings) -> Producer:
-    """A Kafka producer for the exposure log (called in the sender thread, retried there)."""
-    from services.common.kafka import make_producer
+def producer_factory(settings: RouterSettings, on_delivery: Callable[[Any, Any], None]) -> Producer:
+    """This process's Kafka producer for the exposure log (librdkafka: it connects lazily)."""
+    from confluent_kafka import Producer as RdKafkaProducer
 
     assert settings.kafka_bootstrap_servers is not None
-    kafka = KafkaSettings(
-        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
-        kafka_request_timeout_ms=settings.kafka_request_timeout_ms,
-        kafka_connect_timeout_s=2.0,
+    config = producer_config(
+        settings.kafka_bootstrap_servers,
+        buffer_size=settings.exposure_buffer,
+        batch_size=settings.exposure_batch,
+        linger_s=settings.exposure_linger_s,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
-    producer: Producer = make_producer(
-        kafka,
-        linger_ms=20,
-        enable_idempotence=True,  # the client's own retries never duplicate an event
-        retries=1_000_000,  # retry (idempotently) until delivery_timeout_ms, not give up early
-        max_block_ms=settings.kafka_max_block_ms,
-    )
+    producer: Producer = RdKafkaProducer({**config, "on_delivery": on_delivery})
     return producer
 
 
@@ -202,12 +198,9 @@ def create_app(settings: RouterSettings | None = None) -> web.Application:
     exposures = None
     if settings.kafka_bootstrap_servers:
         exposures = ExposureLog(
-            lambda: producer_factory(settings),
+            lambda on_delivery: producer_factory(settings, on_delivery),
             settings.exposure_topic,
             metrics,
-            buffer_size=settings.exposure_buffer,
-            batch_size=settings.exposure_batch,
-            linger_s=settings.exposure_linger_s,
         )
     else:
         log.warning("no Kafka configured: exposure events are not recorded")

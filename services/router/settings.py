@@ -35,11 +35,11 @@ class RouterSettings(ServiceSettings):
     (a warning at start; only for local runs: the monitor needs the exposures)."""
     exposure_topic: str = "exposures"
     """Topic of the exposure events, keyed by user id."""
-    exposure_buffer: int = Field(default=100_000, ge=1)
-    """Exposure events held per worker while Kafka is slow or away; beyond it they are dropped
-    and counted."""
-    exposure_batch: int = Field(default=1000, ge=1)
-    """Exposure events sent per batch."""
+    exposure_buffer: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Exposure events held per worker while Kafka is slow or away (the producer's queue);
+    beyond it they are dropped and counted."""
+    exposure_batch: int = Field(default=1000, ge=1, le=1_000_000)
+    """Most exposure events in one produce request."""
     exposure_linger_s: float = Field(default=1.0, ge=0, le=5)
     """How long the sender waits to fill a batch before sending it: exposures reach Kafka this
     much later, in fewer, fuller produce requests that cost the worker and the broker far less
@@ -47,8 +47,6 @@ class RouterSettings(ServiceSettings):
     about 0.01 ms at 1 s; benchmarks/bench_router.py reports the broker's CPU per request)."""
     kafka_request_timeout_ms: int = Field(default=10_000, ge=1000)
     """How long one Kafka request of the exposure producer may take."""
-    kafka_max_block_ms: int = Field(default=2_000, ge=100)
-    """How long the exposure thread waits for broker metadata before retrying (never a request)."""
     access_log: bool = True
     """Write one JSON access-log line per request."""
     trust_client_time: bool = False

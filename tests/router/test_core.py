@@ -16,6 +16,7 @@ from services.router.exposures import ExposureLog
 from services.router.metrics import RouterMetrics
 from services.router.upstream import Reply
 from tests.router.conftest import FALLBACK, experiment
+from tests.router.fake_kafka import FakeProducer
 from tests.router.stub import items_for
 
 URLS = {"control": "http://control", "treatment": "http://treatment"}
@@ -228,27 +229,21 @@ def test_apply_swaps_the_config_and_keeps_circuits_of_unchanged_arms() -> None:
 def test_exposure_events_follow_the_contract() -> None:
     up = FakeUpstream()
     metrics = RouterMetrics()
-    sent: list[bytes] = []
+    producers: list[FakeProducer] = []
 
-    class Producer:
-        def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
-            assert value is not None
-            sent.append(value)
-            return type("F", (), {"is_done": True, "succeeded": lambda self: True})()
+    def factory(on_delivery: Any) -> FakeProducer:
+        producers.append(FakeProducer(on_delivery))
+        return producers[-1]
 
-        def flush(self, timeout: float | None = None) -> None: ...
-
-        def close(self, timeout: float | None = None) -> None: ...
-
-    log = ExposureLog(Producer, "exposures", metrics)
+    log = ExposureLog(factory, "exposures", metrics)
     cfg = Experiment.model_validate(experiment(URLS, mode="interleave"))
     router = Router(cfg, up, metrics, log)  # type: ignore[arg-type]
     route(router, 3)
     up.fail["treatment"] = "status_5xx"
     up.fail["control"] = "timeout"
     route(router, 4)
-    assert log.flush_once()
-    first, second = (parse(v) for v in sent)
+    log.poll_once()
+    first, second = (parse(v) for _, _, v in producers[0].records)
     assert first.kind == "exposure" and first.item_arms is not None  # type: ignore[union-attr]
     assert second.fallback == "timeout" and second.model_name is None  # type: ignore[union-attr]
     assert list(second.items) == FALLBACK  # type: ignore[union-attr]
