@@ -231,4 +231,4 @@ class ExposureLog:
             producer.flush(1.0)
             log.warning("exposure events dropped at shutdown", extra={"events": left})
         self._count_acknowledged(producer)
-        self._producer = None
+        self._producer, self._pid = None, -1  # a later start (tests) makes a new one
