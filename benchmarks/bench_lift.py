@@ -1,13 +1,14 @@
 """Demo-world lift: does the best model beat popularity offline and online, and by how much?
 
-The demo's world (``scripts/demo.py``: 30,000 users x 5,000 movies, seed 42) is backfilled for
-3 days in-process with the demo's settings (20 % of sessions shown builtin popularity), turned
-into the tables ingest would snapshot, split in time and trained on by the trainer's families
-(``params.yaml``'s parameters, with ``OVERRIDES`` on top).  Offline: NDCG@20 on the validation
-and test periods, next to the oracle's lists (true taste, minus what the user saw).  Online:
-the backfilled engine is copied once per arm and each copy continues for ``online_hours`` with
-every session asking the arm (the refit on all periods, served through ``Scorer`` exactly as
-the recommender does, cold users by their demographic segment); same seed, same users, same
+The demo's world (``scripts.stack.World``, the one ``make demo`` runs: its users, movies, days
+of history, new accounts a day and seed) is backfilled in-process with the demo's settings
+(20 % of sessions shown builtin popularity), turned into the tables ingest would snapshot,
+split in time and trained on by the trainer's families (``params.yaml``'s parameters, with
+``OVERRIDES`` on top).  Offline: NDCG@20 on the validation and test periods, next to the
+oracle's lists (true taste, minus what the user saw).  Online: the backfilled engine is copied
+once per arm and each copy continues for ``online_hours`` (as long as the demo's truth run)
+with every session asking the arm (the refit on all periods, served through ``Scorer`` exactly
+as the recommender does, cold users by their demographic segment); same seed, same users, same
 clock, so arms differ only in their lists.  The 15-minute watch rate (``services.common.online``)
 is compared per user with a one-sided paired t-test, and the share of the popularity -> oracle
 gap each arm closes is reported.
@@ -132,15 +133,22 @@ class OracleScorer:
         return [str(self.item_ids[i]) for i in top], True
 
 
-def backfill(n_users: int, n_movies: int, days: float) -> tuple[Any, dict[str, pa.Table], int]:
+def backfill(
+    n_users: int, n_movies: int, days: float, new_accounts_per_day: float, seed: int = 42
+) -> tuple[Any, dict[str, pa.Table], int]:
     """The demo's backfill in-process: (engine after it, snapshot tables, its end)."""
     from services.simulator.engine import CREATE, NS, RATE, WATCH, Engine, EngineConfig
     from services.simulator.engine import parse_start as sim_start
     from services.simulator.recommenders import PopularityRecommender
     from services.simulator.world import GENDERS, OCCUPATIONS, World, WorldConfig
 
-    world = World.build(WorldConfig(seed=42, n_users=n_users, n_movies=n_movies))
-    cfg = EngineConfig(seed=42, start_ns=sim_start(START), reco_share=0.2)
+    world = World.build(WorldConfig(seed=seed, n_users=n_users, n_movies=n_movies))
+    cfg = EngineConfig(
+        seed=seed,
+        start_ns=sim_start(START),
+        reco_share=0.2,
+        new_accounts_per_day=new_accounts_per_day,
+    )
     engine = Engine(world, cfg, PopularityRecommender(world, seed=47))
     until = cfg.start_ns + int(days * 86_400 * NS)
     parts: list[tuple[npt.NDArray[Any], ...]] = []
@@ -258,12 +266,33 @@ def paired(a: Any, b: Any) -> dict[str, Any]:
     }
 
 
-def run(quick: bool, world: tuple[int, int, int, float] | None = None) -> dict[str, Any]:
+def default_world(quick: bool) -> tuple[int, int, float, float]:
+    """(users, movies, days, online hours): the demo's world, served as long as its truth run.
+
+    ``quick`` keeps the demo's users and catalog with one week of history and half the hours.
+    """
+    from scripts.stack import TRUTH_HOURS, World
+
+    demo = World()
+    if quick:
+        return demo.users, demo.movies, 7, TRUTH_HOURS / 2
+    return demo.users, demo.movies, demo.days, TRUTH_HOURS
+
+
+def run(
+    quick: bool,
+    world: tuple[int, int, float, float] | None = None,
+    new_accounts_per_day: float | None = None,
+) -> dict[str, Any]:
     """Backfill, train, evaluate offline and online; the lift of each family over popularity.
 
-    ``world``: (users, movies, backfill days, online hours) instead of the demo's world, e.g. a
-    denser one whose users have weeks of history (``--world 6000,2000,14,3``).
+    The default world is the demo's (``scripts.stack.World``), served online as long as the
+    demo's truth run serves each arm (``scripts.stack.TRUTH_HOURS``); ``quick`` keeps its users
+    and catalog with one week of history.  ``world``: (users, movies,
+    backfill days, online hours) instead, e.g. ``--world 6000,2000,14,3``;
+    ``new_accounts_per_day`` defaults to the demo world's.
     """
+    from scripts.stack import World
     from services.common.runtime import pin_blas_threads
 
     pin_blas_threads()
@@ -274,18 +303,28 @@ def run(quick: bool, world: tuple[int, int, int, float] | None = None) -> dict[s
     from services.trainer.models import FAMILIES
     from services.trainer.pipeline import load_params
 
-    n_users, n_movies, days, hours = world or (
-        (10_000, 2_000, 2, 2.0) if quick else (30_000, 5_000, 3, 4.0)
+    demo = World()
+    n_users, n_movies, days, hours = world or default_world(quick)
+    new_accounts = (
+        demo.new_accounts_per_day if new_accounts_per_day is None else new_accounts_per_day
     )
     params = load_params(ROOT / "params.yaml")
     families = [f for f in params["families"] if f != "svd"]  # svd: slow, never the best here
     out: dict[str, Any] = {
-        "world": {"users": n_users, "movies": n_movies, "days": days, "seed": 42},
+        "world": {
+            "users": n_users,
+            "movies": n_movies,
+            "days": days,
+            "seed": demo.seed,
+            "new_accounts_per_day": new_accounts,
+            "is_demo_world": (n_users, n_movies, days, new_accounts)
+            == (demo.users, demo.movies, demo.days, demo.new_accounts_per_day),
+        },
         "online_hours": hours,
         "overrides": OVERRIDES,
     }
     t0 = time.perf_counter()
-    engine, tables, until = backfill(n_users, n_movies, days)
+    engine, tables, until = backfill(n_users, n_movies, days, new_accounts, demo.seed)
     out["backfill_seconds"] = round(time.perf_counter() - t0, 1)
     out["snapshot_rows"] = {k: v.num_rows for k, v in tables.items()}
     provenance = {"source": "bench_lift", "until_ns": until, "watch_grain_ns": GRAIN_NS}
@@ -331,13 +370,13 @@ def run(quick: bool, world: tuple[int, int, int, float] | None = None) -> dict[s
             )
     del pop_val
 
-    world = engine.world
+    sim_world = engine.world
     arms: dict[str, Any] = {
-        "oracle": OracleRecommender(world, seed=47),
-        "oracle_genre_affinity_only": PartialOracle(world, "genre"),
-        "oracle_demographics_only": PartialOracle(world, "demographic"),
-        "builtin_popularity": PopularityRecommender(world, seed=47),
-        **{f: ScorerArm(scorers[f], world, f) for f in families},
+        "oracle": OracleRecommender(sim_world, seed=47),
+        "oracle_genre_affinity_only": PartialOracle(sim_world, "genre"),
+        "oracle_demographics_only": PartialOracle(sim_world, "demographic"),
+        "builtin_popularity": PopularityRecommender(sim_world, seed=47),
+        **{f: ScorerArm(scorers[f], sim_world, f) for f in families},
     }
     judged: dict[str, Any] = {}
     online_rows: dict[str, Any] = {}
@@ -383,10 +422,13 @@ def run(quick: bool, world: tuple[int, int, int, float] | None = None) -> dict[s
 if __name__ == "__main__":
     import argparse
 
-    def world_dims(text: str) -> tuple[int, int, int, float]:
+    # Run as a file (``python benchmarks/bench_lift.py``): the demo's world lives in ``scripts``.
+    sys.path.insert(0, str(ROOT))
+
+    def world_dims(text: str) -> tuple[int, int, float, float]:
         try:
             u, m, d, h = text.split(",")
-            dims = (int(u), int(m), int(d), float(h))
+            dims = (int(u), int(m), float(d), float(h))
         except ValueError:
             raise argparse.ArgumentTypeError(f"not USERS,MOVIES,DAYS,HOURS: {text!r}") from None
         if min(dims) <= 0:
@@ -394,9 +436,16 @@ if __name__ == "__main__":
         return dims
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10,000 users, 2,000 movies, 2 days")
+    ap.add_argument("--quick", action="store_true", help="the demo's world with 7 days")
     ap.add_argument(
         "--world", type=world_dims, help="USERS,MOVIES,DAYS,HOURS instead of the demo's world"
     )
+    ap.add_argument(
+        "--new-accounts-per-day",
+        type=float,
+        help="new accounts a simulated day (default: the demo world's; the simulator's own"
+        " default, 2,000, was used by the --world measurements before the demo world had weeks)",
+    )
     args = ap.parse_args()
-    print(json.dumps(run(quick=args.quick, world=args.world), indent=2))
+    result = run(quick=args.quick, world=args.world, new_accounts_per_day=args.new_accounts_per_day)
+    print(json.dumps(result, indent=2))

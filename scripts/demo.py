@@ -1,9 +1,11 @@
 """``make demo``: a real A/B experiment end to end on this machine, then what happened.
 
 1. Kafka (KRaft) and the simulator's user/movie API start on loopback; the simulator backfills
-   ``--days`` of a ``--users`` x ``--movies`` world into Kafka (some lines malformed on
-   purpose); ingest stores ``movielog`` and ``exposures`` exactly once (quarantining the
-   malformed lines with a reason); one training run registers every family on ``canary``.
+   ``--days`` of a ``--users`` x ``--movies`` world into Kafka (default ``scripts.stack.World``:
+   4 weeks of 5,000 users x 2,000 movies, 50 new accounts a day, the world
+   ``benchmarks/bench_lift.py`` measures; some lines malformed on purpose) while ingest stores
+   ``movielog`` and ``exposures`` exactly once (quarantining the malformed lines with a
+   reason); one training run registers every family on ``canary``.
 2. Arms: treatment = the best model on validation NDCG@20 (on ``canary``); control = popularity,
    the incumbent (its version pointed to by ``stable``).  Two gunicorn recommenders serve them.
 3. The truth: a fresh world of the same seed asks each arm's recommender directly (no router,
@@ -15,9 +17,11 @@
    channels), Prometheus scrapes every service, and the simulator streams live through the
    router at ``--speed`` x until the monitor decides (at most ``--max-live-seconds``).
 5. The demo prints the verdict with its reason and numbers, what changed (config and registry
-   before and after), whether the verdict matches the truth, the served model's lift over
-   popularity offline and online, and the addresses of the experiment page and Prometheus;
-   ``.run/demo/summary.json`` keeps it all.
+   before and after), whether the verdict matches the truth, the addresses of the experiment
+   page and Prometheus, and last the served model's lift over popularity: NDCG@20 on the
+   validation and test periods (ratio), and the 15-minute watch rate online (points, from the
+   truth's same simulated users, and from the live experiment); ``.run/demo/summary.json``
+   keeps it all.
 
 Everything runs under ``.run/demo`` (logs in ``.run/demo/logs``); it is all stopped at the end
 unless ``--keep`` is given (then ``make down`` stops it).
@@ -41,6 +45,7 @@ from scripts.stack import (
     NDCG,
     RUN,
     SELECT,
+    TRUTH_HOURS,
     Arms,
     Ports,
     Stack,
@@ -55,7 +60,14 @@ from scripts.stack import (
     weakest,
 )
 
-__all__ = ["choose_served", "main", "online_summary", "report_lines"]
+__all__ = [
+    "choose_served",
+    "lift_lines",
+    "main",
+    "online_summary",
+    "popularity_online_lift",
+    "report_lines",
+]
 
 
 def offline_table(metrics: dict[str, dict[str, Any]]) -> list[str]:
@@ -174,7 +186,7 @@ def measure_truth(
             continue
         t0 = time.monotonic()
         url = f"http://127.0.0.1:{stack.ports.arm(arm)}"
-        lines = simulate_lines(cfg, url, hours, seed)
+        lines = simulate_lines(cfg, url, hours, seed, new_accounts_per_day=w.new_accounts_per_day)
         judged[arm] = truth_mod.judge_lines(lines, arms.model(arm))
         a = judged[arm]
         info(
@@ -182,6 +194,26 @@ def measure_truth(
             f" watch rate {a.watch_rate:.3f} of {a.lists:,} lists ({time.monotonic() - t0:.0f} s)"
         )
     return truth_mod.compare(judged["control"], judged["treatment"])
+
+
+def measure_oracle(stack: Stack, hours: float, seed: int = 7) -> truth_mod.ArmTruth:
+    """The simulator's oracle (true taste, minus finished movies) on the truth's same users."""
+    from services.simulator.app import world_config
+    from services.simulator.evaluation import simulate_lines
+    from services.simulator.settings import SimulatorSettings
+
+    w = stack.world
+    cfg = world_config(SimulatorSettings(seed=w.seed, n_users=w.users, n_movies=w.movies))
+    t0 = time.monotonic()
+    lines = simulate_lines(
+        cfg, "builtin:oracle", hours, seed, new_accounts_per_day=w.new_accounts_per_day
+    )
+    a = truth_mod.judge_lines(lines, "oracle")
+    info(
+        f"{'ceiling':<9} {'oracle':<11} conversion {a.conversion:.3f} of {a.users:,} users,"
+        f" watch rate {a.watch_rate:.3f} of {a.lists:,} lists ({time.monotonic() - t0:.0f} s)"
+    )
+    return a
 
 
 def decide_truth(
@@ -312,13 +344,6 @@ def report_lines(s: dict[str, Any]) -> list[str]:
         f" -> {t['verdict']}"
     )
     lines.append(s["agreement"])
-    off = s["offline_lift"]
-    lines.append(
-        f"served model {off['model']} offline: validation NDCG@20 {_num(off['val_ndcg@20'])}"
-        f" vs popularity {_num(off['val_ndcg@20_popularity'])} ({_x(off['val_lift'])}), test"
-        f" {_num(off['test_ndcg@20'])} vs {_num(off['test_ndcg@20_popularity'])}"
-        f" ({_x(off['test_lift'])})"
-    )
     on = s["online_by_arm"]
     cells = [
         f"{arm} ({arms[arm]}) watch rate {_num(r.get('watch_rate'))}, conversion"
@@ -327,14 +352,53 @@ def report_lines(s: dict[str, Any]) -> list[str]:
         if arm in ("control", "treatment")
     ]
     lines.append("online, 15-minute watch (monitor): " + "; ".join(cells))
-    if "popularity_online" in s:
-        p = s["popularity_online"]
-        lines.append(
-            f"online lift over popularity (simulator truth): {off['model']} watch rate"
-            f" {p['served']:.3f} vs popularity {p['popularity']:.3f} ({p['diff']:+.3f})"
-        )
     for what, where in s["addresses"].items():
         lines.append(f"{what}: {where}")
+    return lines
+
+
+def lift_lines(s: dict[str, Any]) -> list[str]:
+    """The served model against popularity, offline and online: the demo's headline."""
+    off = s["offline_lift"]
+    model = off["model"]
+    lines = [f"served: {model}, the treatment ({s['arms']['why']})"]
+    for period, name in (("val", "validation"), ("test", "test")):
+        lines.append(
+            f"offline NDCG@20, {name + ' period:':<19} {model} {_num(off[f'{period}_ndcg@20'])}"
+            f" vs popularity {_num(off[f'{period}_ndcg@20_popularity'])}"
+            f"  ->  {_x(off[f'{period}_lift'])} popularity"
+        )
+    p = s.get("popularity_online")
+    if p is not None:
+        lines.append(
+            f"online 15-minute watch rate (simulator truth, the same users): {model}"
+            f" {p['served']:.3f} vs popularity {p['popularity']:.3f}  ->  {100 * p['diff']:+.1f}"
+            f" points ({p['diff']:+.3f}, p = {p['p_value']:.2g})"
+        )
+        if p.get("oracle_gap_closed") is not None:
+            lines.append(
+                f"closing {p['oracle_gap_closed']:.0%} of the gap between popularity and the"
+                f" simulator's oracle ({p['oracle']:.3f}: true taste, on the same users)"
+            )
+        lines.append(
+            f"online conversion (users with a success, simulator truth): {model}"
+            f" {p['served_conversion']:.3f} vs popularity {p['popularity_conversion']:.3f}"
+            f"  ->  {100 * (p['served_conversion'] - p['popularity_conversion']):+.1f} points"
+        )
+    else:
+        lines.append("online against popularity: not measured (popularity was not the control)")
+    arms, on = s["arms"], s["online_by_arm"]
+    ctl, trt = on.get("control", {}), on.get("treatment", {})
+    if arms["control"] == "popularity" and None not in (
+        ctl.get("watch_rate"),
+        trt.get("watch_rate"),
+    ):
+        diff = trt["watch_rate"] - ctl["watch_rate"]
+        lines.append(
+            f"online 15-minute watch rate (live experiment, monitor): {model}"
+            f" {trt['watch_rate']:.3f} vs popularity {ctl['watch_rate']:.3f}  ->  "
+            f"{100 * diff:+.1f} points ({trt.get('users')} vs {ctl.get('users')} users)"
+        )
     return lines
 
 
@@ -368,13 +432,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--malformed-rate", type=float, default=0.002, help="share of malformed lines injected"
     )
-    ap.add_argument("--speed", type=float, default=180, help="simulated seconds per wall second")
+    # 600x: the world's 5,000 users start about 42 sessions a wall second, so about 1,000 of
+    # them per arm have met it within a minute.
+    ap.add_argument("--speed", type=float, default=600, help="simulated seconds per wall second")
     ap.add_argument(
         "--max-live-seconds", type=float, default=300, help="longest live phase (wall seconds)"
     )
-    ap.add_argument("--truth-hours", type=float, default=3, help="simulated hours per truth arm")
+    ap.add_argument(
+        "--truth-hours",
+        type=float,
+        default=TRUTH_HOURS,
+        help=f"simulated hours per truth arm (default {TRUTH_HOURS:g}: a day of the world)",
+    )
     ap.add_argument("--min-users", type=int, default=500, help="policy: users per arm to decide")
-    ap.add_argument("--max-users", type=int, default=6000, help="policy: planned users per arm")
+    ap.add_argument(
+        "--max-users",
+        type=int,
+        help="policy: planned users per arm (default half the world's users: all of them split)",
+    )
     ap.add_argument("--run-dir", type=Path, default=RUN, help="run folder (default .run/demo)")
     ap.add_argument("--port-base", type=int, help="ten consecutive ports from here (tests)")
     ap.add_argument("--keep", action="store_true", help="leave the services running at the end")
@@ -383,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     ports = Ports.from_base(args.port_base) if args.port_base else Ports()
     world = World(args.users, args.movies, args.days, args.malformed_rate)
     stack = Stack(args.run_dir, ports, world)
-    policy = {**DEFAULT_POLICY, "min_users": args.min_users, "max_users": args.max_users}
+    max_users = args.max_users or max(args.min_users, world.users // 2)
+    policy = {**DEFAULT_POLICY, "min_users": args.min_users, "max_users": max_users}
     t_start = time.monotonic()
     stack.fresh()
     try:
@@ -397,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_recommenders(arms)
         t0 = time.monotonic()
         first_control = arms.control
-        arms, truth, notes = decide_truth(stack, arms, metrics, args.truth_hours, args.max_users)
+        arms, truth, notes = decide_truth(stack, arms, metrics, args.truth_hours, max_users)
+        oracle = measure_oracle(stack, args.truth_hours) if first_control == "popularity" else None
         summary["truth_seconds"] = round(time.monotonic() - t0, 1)
         doc = stack.serve_experiment(arms, policy)
         summary["experiment"] = doc["experiment"]
@@ -432,8 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         # Every list the simulated users were served during the live phase, as the stream saw
         # it (latency at the client, pending lists included).
         summary["online"] = online_summary(stack.store, live_since)
-        pop = _popularity_online(truth, notes, arms, first_control)
+        pop = popularity_online_lift(truth, notes, arms, first_control)
         if pop is not None:
+            if oracle is not None:
+                pop["oracle"] = round(oracle.watch_rate, 4)
+                gap = oracle.watch_rate - pop["popularity"]
+                if gap > 0:
+                    pop["oracle_gap_closed"] = round(pop["diff"] / gap, 3)
             summary["popularity_online"] = pop
         summary["prometheus"] = prometheus_summary(stack.ports)
         summary["addresses"] = {
@@ -449,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
             info(line)
         info(f"served lists (stream): {json.dumps(summary['online'])}")
         info(f"prometheus: {json.dumps(summary['prometheus'])}")
+        say("the served model's lift over popularity")
+        for line in lift_lines(summary):
+            info(line)
         info(f"{summary['total_seconds']:.0f} s in all; logs in {stack.logs}")
         info(f"summary in {stack.run / 'summary.json'}")
         return 0
@@ -460,18 +545,45 @@ def main(argv: list[str] | None = None) -> int:
             stack.down()
 
 
-def _popularity_online(
+def popularity_online_lift(
     truth: truth_mod.Truth, notes: dict[str, Any], arms: Arms, first_control: str
 ) -> dict[str, float] | None:
-    """The served model's online watch rate against popularity's, from the truth runs."""
+    """The served model's online watch rate and conversion against popularity's (truth runs).
+
+    ``p_value``: two-sided two-proportion z test of the watch rates over the decided lists.
+    """
     if first_control != "popularity":
         return None
     if arms.control == "popularity":
-        pop, served = truth.control.watch_rate, truth.treatment.watch_rate
+        pop, served = truth.control.to_json(), truth.treatment.to_json()
     else:
-        first = notes["first"]
-        pop, served = first["control"]["watch_rate"], first["treatment"]["watch_rate"]
-    return {"popularity": pop, "served": served, "diff": served - pop}
+        pop, served = notes["first"]["control"], notes["first"]["treatment"]
+    return {
+        "popularity": pop["watch_rate"],
+        "served": served["watch_rate"],
+        "diff": served["watch_rate"] - pop["watch_rate"],
+        "p_value": rate_p_value(
+            (pop["successes"], pop["lists"]), (served["successes"], served["lists"])
+        ),
+        "popularity_conversion": pop["conversion"],
+        "served_conversion": served["conversion"],
+        "lists": min(pop["lists"], served["lists"]),
+    }
+
+
+def rate_p_value(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Two-sided p-value of two success rates (successes, trials) being equal (pooled z test)."""
+    import math
+
+    from statsmodels.stats.proportion import proportions_ztest
+
+    (sa, na), (sb, nb) = a, b
+    if not (na and nb):
+        return 1.0
+    if (sa + sb) in (0, na + nb):  # no variance: the rates are equal (both 0 or both 1)
+        return 1.0
+    _, p = proportions_ztest([sb, sa], [nb, na])
+    return 1.0 if math.isnan(p) else float(p)
 
 
 if __name__ == "__main__":

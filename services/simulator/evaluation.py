@@ -67,11 +67,17 @@ def simulate_lines(
     seed: int,
     reco_share: float = 1.0,
     behaviour: Behaviour | None = None,
+    new_accounts_per_day: float | None = None,
 ) -> list[str]:
-    """Lines of a fresh world (same seed, same users) whose sessions ask ``target``."""
+    """Lines of a fresh world (same seed, same users) whose sessions ask ``target``.
+
+    ``new_accounts_per_day``: the world's rate of new accounts (None: the engine's default).
+    """
     world = World.build(world_config)
     rec = make_recommender(target, world, seed=seed + 5)
     cfg = EngineConfig(seed=seed, reco_share=reco_share, behaviour=behaviour or Behaviour())
+    if new_accounts_per_day is not None:
+        cfg.new_accounts_per_day = new_accounts_per_day
     engine = Engine(world, cfg, rec)
     out: list[str] = []
     for batch in engine.run(until_ns=cfg.start_ns + int(hours * 3600 * NS)):

@@ -84,6 +84,14 @@ def test_the_stack_runs_an_experiment_and_down_leaves_nothing(tmp_path: Path) ->
         history = requests.get(f"http://127.0.0.1:{ports.monitor}/api/history", timeout=5)
         assert history.json()["decisions"], history.text[:500]
         assert summary["truth"]["verdict"] in ("treatment", "control", "none")
+        # The report's lift is the treatment's (the best on validation) over popularity.
+        lift = summary["offline_lift"]
+        assert lift["model"] == summary["arms"]["treatment"] and lift["baseline"] == "popularity"
+        assert lift["val_lift"] is not None and lift["test_lift"] is not None
+        if summary["arms"]["control"] == "popularity":
+            online = summary["popularity_online"]
+            rates = [online[k] for k in ("popularity", "served", "oracle")]
+            assert all(0 <= r <= 1 for r in rates), online
     finally:
         Stack(run, ports).down()
     # Down: no process of the stack is left, nor Kafka or Prometheus; again is a no-op.

@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from scripts.demo import offline_lift, report_lines
+from scripts.demo import (
+    lift_lines,
+    offline_lift,
+    popularity_online_lift,
+    rate_p_value,
+    report_lines,
+)
 from scripts.stack import Arms, Ports, choose_arms, experiment_doc, weakest
 from scripts.truth import ArmTruth, agreement, compare, detectable, judge_lines, monitor_verdict
 from services.common.experiment import validate_config
@@ -152,7 +158,16 @@ def test_the_report_says_verdict_changes_truth_agreement_lift_and_addresses() ->
             "treatment": {"users": 910, "conversion": 0.55, "watch_rate": 0.52},
             "unexposed": {"users": 0, "conversion": None, "watch_rate": None},
         },
-        "popularity_online": {"popularity": 0.43, "served": 0.57, "diff": 0.14},
+        "popularity_online": {
+            "popularity": 0.43,
+            "served": 0.57,
+            "diff": 0.14,
+            "p_value": 1.2e-9,
+            "popularity_conversion": 0.45,
+            "served_conversion": 0.6,
+            "oracle": 0.71,
+            "oracle_gap_closed": 0.5,
+        },
         "addresses": {"experiment page (monitor)": "http://127.0.0.1:18090/"},
     }
     text = "\n".join(report_lines(summary))
@@ -161,8 +176,35 @@ def test_the_report_says_verdict_changes_truth_agreement_lift_and_addresses() ->
     assert "status running -> promoted" in text and "winner None -> treatment" in text
     assert "registry ease: stable None -> v2" in text and "registry popularity: unchanged" in text
     assert "-> treatment" in text and "AGREE: both say the treatment is better" in text
-    assert "(1.30x)" in text and "watch rate 0.5200" in text and "unexposed" not in text
-    assert "ease watch rate 0.570 vs popularity 0.430 (+0.140)" in text
+    assert "watch rate 0.5200" in text and "unexposed" not in text
     assert "http://127.0.0.1:18090/" in text
+    lift = "\n".join(lift_lines(summary))
+    assert "served: ease, the treatment (best on validation)" in lift
+    assert "validation period:" in lift and "ease 0.1300 vs popularity 0.1000  ->  1.30x" in lift
+    assert "ease 0.570 vs popularity 0.430  ->  +14.0 points (+0.140, p = 1.2e-09)" in lift
+    assert "closing 50% of the gap between popularity and the simulator's oracle (0.710" in lift
+    assert "ease 0.600 vs popularity 0.450  ->  +15.0 points" in lift
+    assert "(live experiment, monitor): ease 0.520 vs popularity 0.410  ->  +11.0 points" in lift
     summary["decision"] = None
     assert "monitor verdict: none within the live phase" in "\n".join(report_lines(summary))
+    del summary["popularity_online"]
+    assert "not measured (popularity was not the control)" in "\n".join(lift_lines(summary))
+
+
+def test_the_online_lift_over_popularity_comes_from_the_first_truth_run() -> None:
+    pop, best, weak = _arm(2000, 800, "popularity"), _arm(2000, 1000, "rerank"), _arm(2000, 500)
+    kept = Arms("popularity", "rerank", "why")
+    p = popularity_online_lift(compare(pop, best), {}, kept, "popularity")
+    assert p is not None and p["diff"] == pytest.approx(0.1) and p["p_value"] < 1e-9
+    # A weaker control replaced popularity: the lift still compares with popularity's run.
+    notes = {"first": {"control": pop.to_json(), **compare(pop, best).to_json()}}
+    swapped = Arms("als", "rerank", "why")
+    p = popularity_online_lift(compare(weak, best), notes, swapped, "popularity")
+    assert p is not None and p["popularity"] == 0.4 and p["served"] == 0.5
+    assert popularity_online_lift(compare(weak, best), notes, swapped, "als") is None
+
+
+def test_rate_p_value_is_small_for_a_clear_difference_and_one_for_none() -> None:
+    assert rate_p_value((400, 1000), (500, 1000)) < 1e-5
+    assert rate_p_value((400, 1000), (400, 1000)) == pytest.approx(1.0)
+    assert rate_p_value((0, 0), (5, 10)) == 1.0
