@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 import requests
+from urllib3.exceptions import ProtocolError
 
 from services.common.events import is_movie_id
 from services.common.service import CLIENT_TIME_HEADER
@@ -102,23 +103,33 @@ class HttpRecommender:
         # The world's clock at the call: a router told to trust it stamps its exposure with it,
         # so a world running faster than the wall clock keeps exposures and watches on one clock.
         headers = {CLIENT_TIME_HEADER: str(t_ns)} if t_ns > 0 else None
-        try:
-            r = self._session.get(
-                f"{self.target}/recommend/{user_id}",
-                timeout=self.timeout_ms / 1000,
-                headers=headers,
-            )
-            ms = int((time.perf_counter() - t0) * 1000)
-        except requests.Timeout:
-            ms = max(self.timeout_ms, int((time.perf_counter() - t0) * 1000))
-            err = (
-                "java.util.concurrent.TimeoutException: Request timeout to "
-                f"{self._hostname}/{self._hostname}:{self._port} after {self.timeout_ms} ms"
-            )
-            return RecoAnswer(0, (), (), err, ms)
-        except requests.ConnectionError:
-            ms = int((time.perf_counter() - t0) * 1000)
-            return RecoAnswer(0, (), (), "java.net.ConnectException: Connection refused", ms)
+        budget_s = self.timeout_ms / 1000
+        attempt = 0
+        while True:
+            try:
+                r = self._session.get(
+                    f"{self.target}/recommend/{user_id}",
+                    timeout=max(0.001, budget_s - (time.perf_counter() - t0)),
+                    headers=headers,
+                )
+                ms = int((time.perf_counter() - t0) * 1000)
+                break
+            except requests.Timeout:
+                ms = max(self.timeout_ms, int((time.perf_counter() - t0) * 1000))
+                err = (
+                    "java.util.concurrent.TimeoutException: Request timeout to "
+                    f"{self._hostname}/{self._hostname}:{self._port} after {self.timeout_ms} ms"
+                )
+                return RecoAnswer(0, (), (), err, ms)
+            except requests.ConnectionError as exc:
+                # A kept-alive connection the server closed (its idle timeout) just as it was
+                # reused: nothing was answered, so one fresh attempt within the same budget is
+                # safe for a GET, as HTTP clients do; a refused connection is not retried.
+                if attempt == 0 and isinstance(exc.args[0] if exc.args else None, ProtocolError):
+                    attempt += 1
+                    continue
+                ms = int((time.perf_counter() - t0) * 1000)
+                return RecoAnswer(0, (), (), "java.net.ConnectException: Connection refused", ms)
         if ms > self.timeout_ms:  # the client gave up even if bytes trickled in late
             err = (
                 "java.util.concurrent.TimeoutException: Request timeout to "

@@ -148,3 +148,71 @@ def test_http_calls_carry_the_worlds_clock(small_world: World, server: str) -> N
     rec.recommend(np.array([5]), 0)  # no clock known: no header
     assert sorted(CLOCKS, key=str) == ["1772400000000000000", "1772400000000000000", None]
     rec.close()
+
+
+class ClosingServer:
+    """A raw HTTP/1.1 server that drops kept-alive connections without answering.
+
+    Each connection's first request is answered (keep-alive); a later request on the same
+    connection is read and the connection closed with no answer: what a server's idle timeout
+    does when it fires as the client reuses the connection.  ``never_answer`` closes every
+    connection unanswered.
+    """
+
+    def __init__(self, body: str, never_answer: bool = False) -> None:
+        import socket
+
+        self.body = body.encode()
+        self.never_answer = never_answer
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.recv(65536)
+                if self.never_answer:
+                    continue
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.body)}\r\n\r\n".encode()
+                conn.sendall(head + self.body)
+                conn.recv(65536)  # the next request on this connection: closed unanswered
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_kept_alive_connection_closed_as_it_is_reused_is_retried_once(
+    small_world: World,
+) -> None:
+    ids = small_world.catalog.ids
+    srv = ClosingServer(",".join(ids[:20]))
+    rec = HttpRecommender(srv.url, small_world, workers=1)
+    try:
+        first, second = (rec.recommend(np.array([u]), 0)[0] for u in (3, 4))
+        assert first.status == 200 and second.status == 200, second.error
+        assert second.logged == tuple(ids[:20])
+        assert srv.connections == 2, "the second call reused the first connection, then retried"
+    finally:
+        rec.close()
+        srv.close()
+
+
+def test_a_server_that_never_answers_is_retried_once_then_reported(small_world: World) -> None:
+    srv = ClosingServer("", never_answer=True)
+    rec = HttpRecommender(srv.url, small_world, workers=1)
+    try:
+        a = rec.recommend(np.array([3]), 0)[0]
+        assert a.status == 0 and a.error == "java.net.ConnectException: Connection refused"
+        assert srv.connections == 2, "one fresh attempt, no more"
+    finally:
+        rec.close()
+        srv.close()
