@@ -174,30 +174,23 @@ def measure_truth(
 
     ``known`` holds arms already measured (same world, seed and model): they are not re-run.
     """
-    from services.simulator.app import world_config
-    from services.simulator.evaluation import simulate_lines
-    from services.simulator.settings import SimulatorSettings
-
-    w = stack.world
-    cfg = world_config(SimulatorSettings(seed=w.seed, n_users=w.users, n_movies=w.movies))
     judged = dict(known or {})
     for arm in ("control", "treatment"):
-        if arm in judged:
-            continue
-        t0 = time.monotonic()
-        url = f"http://127.0.0.1:{stack.ports.arm(arm)}"
-        lines = simulate_lines(cfg, url, hours, seed, new_accounts_per_day=w.new_accounts_per_day)
-        judged[arm] = truth_mod.judge_lines(lines, arms.model(arm))
-        a = judged[arm]
-        info(
-            f"{arm:<9} {arms.model(arm):<11} conversion {a.conversion:.3f} of {a.users:,} users,"
-            f" watch rate {a.watch_rate:.3f} of {a.lists:,} lists ({time.monotonic() - t0:.0f} s)"
-        )
+        if arm not in judged:
+            url = f"http://127.0.0.1:{stack.ports.arm(arm)}"
+            judged[arm] = _simulate_arm(stack, url, arm, arms.model(arm), hours, seed)
     return truth_mod.compare(judged["control"], judged["treatment"])
 
 
 def measure_oracle(stack: Stack, hours: float, seed: int = 7) -> truth_mod.ArmTruth:
     """The simulator's oracle (true taste, minus finished movies) on the truth's same users."""
+    return _simulate_arm(stack, "builtin:oracle", "ceiling", "oracle", hours, seed)
+
+
+def _simulate_arm(
+    stack: Stack, target: str, label: str, model: str, hours: float, seed: int
+) -> truth_mod.ArmTruth:
+    """A fresh world of the demo's seed whose sessions all ask ``target``, judged and logged."""
     from services.simulator.app import world_config
     from services.simulator.evaluation import simulate_lines
     from services.simulator.settings import SimulatorSettings
@@ -205,12 +198,10 @@ def measure_oracle(stack: Stack, hours: float, seed: int = 7) -> truth_mod.ArmTr
     w = stack.world
     cfg = world_config(SimulatorSettings(seed=w.seed, n_users=w.users, n_movies=w.movies))
     t0 = time.monotonic()
-    lines = simulate_lines(
-        cfg, "builtin:oracle", hours, seed, new_accounts_per_day=w.new_accounts_per_day
-    )
-    a = truth_mod.judge_lines(lines, "oracle")
+    lines = simulate_lines(cfg, target, hours, seed, new_accounts_per_day=w.new_accounts_per_day)
+    a = truth_mod.judge_lines(lines, model)
     info(
-        f"{'ceiling':<9} {'oracle':<11} conversion {a.conversion:.3f} of {a.users:,} users,"
+        f"{label:<9} {model:<11} conversion {a.conversion:.3f} of {a.users:,} users,"
         f" watch rate {a.watch_rate:.3f} of {a.lists:,} lists ({time.monotonic() - t0:.0f} s)"
     )
     return a

@@ -22,13 +22,15 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from confluent_kafka import KafkaError
+
 from services.common.events import ExposureEvent, format_line
 from services.router.metrics import RouterMetrics
 
 log = logging.getLogger("marquee.router.exposures")
 
-# librdkafka's codes of a message removed by ``purge`` (at shutdown), from rdkafka.h.
-_PURGED = frozenset({-152, -151})  # RD_KAFKA_RESP_ERR__PURGE_QUEUE, __PURGE_INFLIGHT
+# librdkafka's codes of a message removed by ``purge`` (at shutdown).
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
 
 
 class Producer(Protocol):
