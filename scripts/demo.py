@@ -8,14 +8,17 @@
    reason); one training run registers every family on ``canary``.
 2. Arms: treatment = the best model on validation NDCG@20 (on ``canary``); control = popularity,
    the incumbent (its version pointed to by ``stable``).  Two gunicorn recommenders serve them.
-3. The truth: a fresh world of the same seed asks each arm's recommender directly (no router,
-   no monitor), so the same simulated users meet both models; the difference in conversion is
-   the simulator's known truth.  If it is too small for the experiment's planned users to find,
-   the demo says so and takes the weakest model on validation as control instead.
+3. The truth: the world goes on from where the backfill ended (the same users, its accounts
+   open, each remembering the movies they finished) once per arm, asking that arm's
+   recommender directly (no router, no monitor), so the same simulated users meet both models;
+   the difference in conversion is the simulator's known truth.  If it is too small for the
+   experiment's planned users to find, the demo says so and takes the weakest model on
+   validation as control instead.
 4. The router splits users 50/50 (exposures to Kafka, stamped with the simulated clock), the
    monitor evaluates, decides by the experiment's policy and acts (experiment file and registry
    channels), Prometheus scrapes every service, and the simulator streams live through the
-   router at ``--speed`` x until the monitor decides (at most ``--max-live-seconds``).
+   router at ``--speed`` x until the monitor decides (at most ``--max-live-seconds``), its users
+   again going on from the backfill.
 5. The demo prints the verdict with its reason and numbers, what changed (config and registry
    before and after), whether the verdict matches the truth, the addresses of the experiment
    page and Prometheus, and last the served model's lift over popularity: NDCG@20 on the
@@ -190,7 +193,7 @@ def measure_oracle(stack: Stack, hours: float, seed: int = 7) -> truth_mod.ArmTr
 def _simulate_arm(
     stack: Stack, target: str, label: str, model: str, hours: float, seed: int
 ) -> truth_mod.ArmTruth:
-    """A fresh world of the demo's seed whose sessions all ask ``target``, judged and logged."""
+    """The world after the backfill, every session asking ``target``; judged and logged."""
     from services.simulator.app import world_config
     from services.simulator.evaluation import simulate_lines
     from services.simulator.settings import SimulatorSettings
@@ -198,7 +201,14 @@ def _simulate_arm(
     w = stack.world
     cfg = world_config(SimulatorSettings(seed=w.seed, n_users=w.users, n_movies=w.movies))
     t0 = time.monotonic()
-    lines = simulate_lines(cfg, target, hours, seed, new_accounts_per_day=w.new_accounts_per_day)
+    lines = simulate_lines(
+        cfg,
+        target,
+        hours,
+        seed,
+        new_accounts_per_day=w.new_accounts_per_day,
+        resume=stack.backfill_state,
+    )
     a = truth_mod.judge_lines(lines, model)
     info(
         f"{label:<9} {model:<11} conversion {a.conversion:.3f} of {a.users:,} users,"

@@ -304,6 +304,13 @@ class Stack:
         }
 
     @property
+    def backfill_state(self) -> Path:
+        """The simulator's state where the backfill ended (truth and live runs go on from it)."""
+        from services.simulator.engine import STATE_FILE
+
+        return self.run / "sim" / "truth" / STATE_FILE
+
+    @property
     def bootstrap(self) -> str:
         """Kafka's client address."""
         return f"127.0.0.1:{self.ports.kafka}"
@@ -586,6 +593,7 @@ class Stack:
             str(VENV_BIN / "marquee"), "sim", "live", *self.world.flags(),
             *self.world.stream_flags(),
             "--kafka", self.bootstrap, "--run-dir", str(self.run / "live"),
+            "--resume", str(self.run / "sim"),  # the backfill's users, remembering its history
             "--target", f"http://127.0.0.1:{self.ports.router}", "--reco-share", "1.0",
             "--speed", str(speed), "--rate", str(rate), "--warmup-hours", "1",
             "--reco-host", f"127.0.0.1:{self.ports.router}",

@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="simulate this much silently first, so sessions are in progress (3)",
     )
+    lv.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on from the run a backfill wrote there: its accounts open, its users"
+        " remembering what they finished (the same world flags)",
+    )
     _stream_flags(lv)
 
     a = command("api", "serve the user and movie APIs")
@@ -246,6 +252,11 @@ def _stream(args: argparse.Namespace, settings: SimulatorSettings) -> int:
         sim = runner.build_simulation(
             settings, scenario, now - int(warm * 1e9), tick_s=tick, scenario_origin_ns=now
         )
+        if args.resume:
+            try:
+                sim.engine.resume(_state_file(args.resume))
+            except ValueError as exc:
+                raise CliError(str(exc), "resume with the world flags of that backfill") from None
         tally = OnlineTally()
         summary = runner.live(
             sim,
@@ -332,6 +343,19 @@ def _api(args: argparse.Namespace, settings: SimulatorSettings) -> int:
     log.info("serving user/movie APIs", extra={"port": settings.port})
     _Server().run()
     return 0
+
+
+def _state_file(run_dir: str) -> Path:
+    """The state a backfill saved in ``run_dir``, or a clear error."""
+    from services.simulator.engine import STATE_FILE
+
+    path = Path(run_dir) / "truth" / STATE_FILE
+    if not path.is_file():
+        raise not_found(
+            f"no saved state in {path.parent}",
+            "pass --resume the --run-dir a `marquee sim backfill` run wrote (without --no-truth)",
+        )
+    return path
 
 
 def _truth(args: argparse.Namespace) -> int:

@@ -195,6 +195,7 @@ class WatchMemory:
     def __init__(self, capacity: int, slots: int, n_movies: int) -> None:
         small = n_movies <= np.iinfo(np.int16).max  # half the memory for every real catalog
         self.slots = slots
+        self.n_movies = n_movies
         self.movies: npt.NDArray[np.signedinteger[Any]] = np.full(
             (capacity, slots), -1, np.int16 if small else np.int32
         )
@@ -217,6 +218,18 @@ class WatchMemory:
         mem = self.movies[uidx]
         out: npt.NDArray[np.bool_] = (movies[:, :, None] == mem[:, None, :]).any(axis=2)
         return out
+
+    def load(self, movies: npt.NDArray[Any], nxt: npt.NDArray[Any]) -> None:
+        """Take over a saved memory (``Engine.save_state``); refuse one of another shape."""
+        if movies.shape != self.movies.shape or nxt.shape != self.next.shape:
+            raise ValueError(
+                f"saved memory is {movies.shape} users x slots, this world's {self.movies.shape}:"
+                " resume with the world flags and rewatch memory the run was made with"
+            )
+        if movies.size and (int(movies.max()) >= self.n_movies or int(movies.min()) < -1):
+            raise ValueError("saved memory names movies outside this catalog")
+        self.movies[...] = movies
+        self.next[...] = nxt % max(self.slots, 1)
 
     def finished(self, user_id: int) -> list[int]:
         """Movie indices user ``user_id`` remembers finishing, oldest first."""
@@ -695,6 +708,39 @@ class Engine:
             emitted += len(batch.lines)
             yield batch
 
+    def save_state(self, path: Path | str) -> None:
+        """What a later run of the same world continues from: who exists, what they finished.
+
+        Plain arrays (``.npz``, loaded without pickle): the accounts opened so far and each
+        user's memory of finished movies.  Sessions in progress, the random streams and the
+        feedback-loop counts are not kept: a resumed run starts its own sessions.
+        """
+        np.savez(
+            Path(path),
+            memory_movies=self.memory.movies,
+            memory_next=self.memory.next,
+            n_active=np.int64(self.n_active),
+            end_ns=np.int64(self.now_ns),
+            capacity=np.int64(self.world.capacity),
+        )
+
+    def resume(self, path: Path | str) -> None:
+        """Continue from ``save_state``'s file: its accounts and what each user finished.
+
+        The clock stays this engine's (``saved_end_ns`` tells where that run ended).
+        """
+        with np.load(Path(path), allow_pickle=False) as z:
+            if int(z["capacity"]) != self.world.capacity:
+                raise ValueError(
+                    f"{path}: saved for a world of {int(z['capacity']):,} user slots, this one"
+                    f" has {self.world.capacity:,}: resume with the world flags of that run"
+                )
+            n_active = int(z["n_active"])
+            if not self.world.n_users <= n_active <= self.world.capacity:
+                raise ValueError(f"{path}: {n_active:,} active users do not fit this world")
+            self.memory.load(z["memory_movies"], z["memory_next"])
+            self.n_active = n_active
+
     def summary(self) -> dict[str, Any]:
         """Counts and scenario facts for ``truth/summary.json``."""
         return {
@@ -719,6 +765,16 @@ class Engine:
             else self.world.catalog.ids[self.spam_movie],
             "drift_at_ns": self.world.drift_at_ns,
         }
+
+
+STATE_FILE: Final = "state.npz"
+"""The engine's state at the end of a run, under ``<run_dir>/truth/`` (``Engine.save_state``)."""
+
+
+def saved_end_ns(path: Path | str) -> int:
+    """When the run whose state ``path`` holds ended (simulated ns since the epoch)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        return int(z["end_ns"])
 
 
 class TruthWriter:
@@ -746,5 +802,6 @@ class TruthWriter:
         self._inj.close()
         if engine.cfg.scenario.feedback_loop > 0:
             np.save(self.dir / "feedback_watch_counts.npy", engine.watch_counts)
+        engine.save_state(self.dir / STATE_FILE)  # what `sim live --resume` continues from
         doc = {**engine.summary(), "lines_total": self.index}
         (self.dir / "summary.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -9,6 +9,7 @@ is the only difference between the arms.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow as pa
 from services.common import online
 from services.common.events import RecommendationEvent, WatchEvent, parse
 from services.common.online import WatchRate
-from services.simulator.engine import NS, Behaviour, Engine, EngineConfig
+from services.simulator.engine import NS, Behaviour, Engine, EngineConfig, saved_end_ns
 from services.simulator.recommenders import make_recommender
 from services.simulator.world import World, WorldConfig
 
@@ -68,17 +69,25 @@ def simulate_lines(
     reco_share: float = 1.0,
     behaviour: Behaviour | None = None,
     new_accounts_per_day: float | None = None,
+    resume: Path | str | None = None,
 ) -> list[str]:
     """Lines of a fresh world (same seed, same users) whose sessions ask ``target``.
 
     ``new_accounts_per_day``: the world's rate of new accounts (None: the engine's default).
+    ``resume``: a run's saved state (``<run-dir>/truth/state.npz``): the world goes on from
+    where that run ended, its accounts open and its users remembering what they finished, so a
+    model is judged by the users whose history it learned from, not by users who forgot it.
     """
     world = World.build(world_config)
     rec = make_recommender(target, world, seed=seed + 5)
     cfg = EngineConfig(seed=seed, reco_share=reco_share, behaviour=behaviour or Behaviour())
+    if resume is not None:
+        cfg.start_ns = saved_end_ns(resume)
     if new_accounts_per_day is not None:
         cfg.new_accounts_per_day = new_accounts_per_day
     engine = Engine(world, cfg, rec)
+    if resume is not None:
+        engine.resume(resume)
     out: list[str] = []
     for batch in engine.run(until_ns=cfg.start_ns + int(hours * 3600 * NS)):
         out.extend(batch.lines)

@@ -201,3 +201,24 @@ def test_top_ease_ranks_a_short_list_exactly(fitted: Fitted) -> None:
             # the same scores (items may differ only among ties)
             assert sorted(ease[short].tolist()) == sorted(ease[full].tolist())
             assert not blocked[short].any()
+
+
+def test_windows_stop_once_the_query_cap_is_drawn(prepared: td.Prepared) -> None:
+    three = {**SMALL, "label_windows": 3, "label_fraction": 0.15}
+    wide = RerankModel({**three, "max_rank_users": 100_000}, seed=5)
+    _, _, _, stats = wide.training_groups(prepared)
+    assert len(stats["windows"]) == 3
+    newest = stats["windows"][0]["queries"]
+    assert 0 < newest < sum(w["queries"] for w in stats["windows"])
+    # a cap the newest window fills alone: no earlier window is fitted, no query beyond it
+    capped = RerankModel({**three, "max_rank_users": newest}, seed=5)
+    _, _, _, stats = capped.training_groups(prepared)
+    assert [w["queries"] for w in stats["windows"]] == [newest]
+    # a cap inside the second window: it is drawn from, the third is never fitted
+    calls: list[int] = []
+    between = RerankModel({**three, "max_rank_users": newest + 3}, seed=5)
+    original = between.stage_one
+    between.stage_one = lambda d: calls.append(1) or original(d)  # type: ignore[method-assign]
+    _, _, _, stats = between.training_groups(prepared)
+    assert [w["queries"] for w in stats["windows"]] == [newest, 3]
+    assert len(calls) == 2

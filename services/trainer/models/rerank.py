@@ -10,7 +10,8 @@ Stage two ranks them with LightGBM lambdarank, and its labels come strictly afte
 the (user, movie) pairs that first appear in the training period's last ``label_fraction`` of
 events are the labels, and stage one is fitted on the events before that window only (every
 event of a label pair lies inside the window; ``label_windows`` > 1 adds the windows before it,
-each with its own earlier features, for more training users).  A seeded share of the label users
+each with its own earlier features, for more training users, until ``max_rank_users`` queries
+are drawn: a big world's newest window fills them alone).  A seeded share of the label users
 early-stops the boosting.  Stage one is then refitted on the whole training period, and the
 ranker, trained on features of the same meaning, ranks its candidates.  So ``fit`` reads the
 training period only: evaluated on validation, the model has never seen it; refitted on train +
@@ -368,7 +369,13 @@ class RerankModel(ModelFamily):
             raise ValueError(
                 f"rerank: label_split must be 'time' or 'random', not {p['label_split']!r}"
             )
+        cap = int(p["max_rank_users"])
+        queries = 0
         for feats, labels, start in windows:
+            if queries >= cap:
+                # enough queries already: an earlier window costs one more stage-one fit
+                # (~75 s at a million users), so a big world stops after its newest window
+                break
             arrays = self.stage_one(feats)
             cand = Candidates(arrays)
             label_users, starts = np.unique(labels // n, return_index=True)
@@ -381,9 +388,9 @@ class RerankModel(ModelFamily):
                 else np.zeros(len(label_users), bool)
             )
             picked = np.flatnonzero(warm)
-            cap = int(p["max_rank_users"])
-            if len(picked) > cap:
-                picked = np.sort(rng.choice(picked, cap, replace=False))
+            if len(picked) > cap - queries:
+                picked = np.sort(rng.choice(picked, cap - queries, replace=False))
+            queries += len(picked)
             found = total = 0
             for j in picked.tolist():
                 cands, x = cand(int(rows[j]))
