@@ -200,9 +200,27 @@ def backfill(
             "occupation": [OCCUPATIONS[x] for x in world.occupation[users - 1].tolist()],
         }
     )
-    movies = pa.table({"movie_id": pa.array(world.catalog.ids)})
+    movies = movies_table(world.catalog)
     tables = {"interactions": interactions, "ratings": ratings, "users": users_t, "movies": movies}
     return engine, tables, until
+
+
+class CatalogRecords:
+    """The movie API's documents straight from the catalog, as ingest's metadata cache serves."""
+
+    def __init__(self, catalog: Any) -> None:
+        self.catalog = catalog
+
+    def get_many(self, entity: str, ids: Any) -> dict[str, dict[str, Any] | None]:
+        """The movie documents of ``ids`` (``entity`` is always "movie" here)."""
+        return {m: self.catalog.to_json(self.catalog.index[m]) for m in ids}
+
+
+def movies_table(catalog: Any) -> pa.Table:
+    """The snapshot's ``movies`` table as ingest builds it from the movie API (genres, votes)."""
+    from services.ingest.derived import movies_table as build
+
+    return build(catalog.ids, CatalogRecords(catalog))  # type: ignore[arg-type]
 
 
 def online(engine: Any, arm: Any, hours: float) -> Any:

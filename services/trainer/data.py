@@ -31,6 +31,8 @@ from services.trainer.util import unique_ints
 
 PERIODS: Final = ("train", "val", "test")
 STORED: Final = (*PERIODS, "all")  # ``all``: every event, what the refit trains on
+META_COLUMNS: Final = ("vote_average", "vote_count", "popularity", "runtime")
+"""The movie API's numbers a snapshot's ``movies`` table keeps (ingest's ``movies_table``)."""
 TIME_COLUMNS: Final = ("inter_time", "inter_last", "rate_time")
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -109,6 +111,8 @@ class Prepared:
     item_genres: npt.NDArray[np.uint8] | None = None
     """items × genres, 1 where the movie has the genre (columns: ``genre_names``)."""
     genre_names: npt.NDArray[np.str_] | None = None
+    item_meta: npt.NDArray[np.float32] | None = None
+    """items × ``META_COLUMNS`` from the movie API (NaN unknown); None when the source has none."""
 
     @property
     def n_users(self) -> int:
@@ -412,6 +416,7 @@ def prepare(
     if users.num_rows and "occupation" in users.column_names:
         occupation[pos] = [o or "" for o in users["occupation"].to_pylist()]
     item_year, item_genres, genre_names = _movie_features(movies, item_ids)
+    item_meta = _movie_meta(movies, item_ids)
 
     info = {
         "snapshot": provenance,
@@ -439,6 +444,7 @@ def prepare(
         item_year=item_year,
         item_genres=item_genres,
         genre_names=genre_names,
+        item_meta=item_meta,
     )
     check_disjoint(prepared)
     return prepared
@@ -461,6 +467,24 @@ def _movie_features(
         for g in gs or ():
             flags[row, col[g]] = 1
     return year, flags, names
+
+
+def _movie_meta(movies: pa.Table, item_ids: npt.NDArray[np.str_]) -> npt.NDArray[np.float32] | None:
+    """``META_COLUMNS`` of every catalog item (NaN unknown), or None if the table has none.
+
+    A source without them (MovieLens' ``u.item``: the columns, all null) gives None rather
+    than a NaN block, so the ranker's features, and its column sampling, stay what they were.
+    """
+    present = [c for c in META_COLUMNS if c in movies.column_names]
+    if not movies.num_rows or all(movies[c].null_count == movies.num_rows for c in present):
+        return None
+    pos = np.searchsorted(item_ids, np.array(movies["movie_id"].to_pylist(), dtype=str))
+    meta = np.full((len(item_ids), len(META_COLUMNS)), np.nan, np.float32)
+    for j, c in enumerate(META_COLUMNS):
+        if c in movies.column_names:
+            col = pc.cast(movies[c], pa.float64()).to_numpy(zero_copy_only=False)
+            meta[pos, j] = np.where(np.isfinite(col), col, np.nan)
+    return meta
 
 
 def check_disjoint(prepared: Prepared) -> None:
@@ -510,6 +534,9 @@ def save(prepared: Prepared, out: Path) -> None:
         names = prepared.genre_names if prepared.genre_names is not None else np.zeros(0, str)
         items["year"] = prepared.item_year
         items["genres"] = [names[np.flatnonzero(r)].tolist() for r in prepared.item_genres]
+    if prepared.item_meta is not None:
+        for j, c in enumerate(META_COLUMNS):
+            items[c] = prepared.item_meta[:, j]
     pq.write_table(pa.table(items), out / "items.parquet")
     users: dict[str, Any] = {
         "user_id": prepared.user_ids,
@@ -596,4 +623,5 @@ def load(folder: Path, periods_wanted: Sequence[str] = STORED) -> Prepared:
         item_year=year,
         item_genres=genres,
         genre_names=names,
+        item_meta=_movie_meta(items, item_ids),
     )

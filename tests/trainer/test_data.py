@@ -78,6 +78,33 @@ def test_save_load_round_trip(prepared: td.Prepared, tmp_path: Path) -> None:
         assert np.array_equal(a.inter_item, b.inter_item)
         assert np.array_equal(a.rate_value, b.rate_value)
     assert back.info == prepared.info
+    assert prepared.item_meta is not None and back.item_meta is not None
+    np.testing.assert_array_equal(back.item_meta, prepared.item_meta)  # NaN equals NaN here
+
+
+def test_movie_api_numbers_reach_the_models() -> None:
+    watches = [(1, "a+2001", 0, 10), (2, "b+2002", 1, 20), (3, "c+2003", 2, 30)]
+    tables = _tables(watches, [(1, "a+2001", 0, 4)])
+    movies = pa.table(
+        {
+            "movie_id": ["c+2003", "a+2001"],  # not in catalog order, one movie missing
+            "vote_average": pa.array([7.5, None], pa.float64()),
+            "vote_count": pa.array([120, 3], pa.int64()),
+            "popularity": pa.array([None, 2.5], pa.float64()),
+            "runtime": pa.array([95, 130], pa.int32()),
+        }
+    )
+    p = td.prepare({**tables, "movies": movies}, {}, 0.0, 0.0)
+    assert td.META_COLUMNS == ("vote_average", "vote_count", "popularity", "runtime")
+    assert p.item_ids.tolist() == ["a+2001", "b+2002", "c+2003"]
+    assert p.item_meta is not None
+    np.testing.assert_array_equal(
+        p.item_meta,
+        np.array([[np.nan, 3, 2.5, 130], [np.nan] * 4, [7.5, 120, np.nan, 95]], np.float32),
+    )
+    # a source without the movie API's numbers (MovieLens' u.item) has none, not a NaN block
+    plain = td.prepare({**tables, "movies": pa.table({"movie_id": ["a+2001"]})}, {}, 0.0, 0.0)
+    assert plain.item_meta is None
 
 
 def test_a_stage_loads_only_the_periods_it_uses(prepared: td.Prepared, tmp_path: Path) -> None:

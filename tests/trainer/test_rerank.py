@@ -222,3 +222,77 @@ def test_windows_stop_once_the_query_cap_is_drawn(prepared: td.Prepared) -> None
     _, _, _, stats = between.training_groups(prepared)
     assert [w["queries"] for w in stats["windows"]] == [newest, 3]
     assert len(calls) == 2
+
+
+def _watch_tables(rows: list[tuple[int, str, int, int]], runtimes: dict[str, float | None]):
+    """Snapshot tables from (user, movie, time, minutes) watch rows and each movie's runtime."""
+    import pyarrow as pa
+
+    return {
+        "interactions": pa.table(
+            {
+                "user_id": pa.array([r[0] for r in rows], pa.int64()),
+                "movie_id": [r[1] for r in rows],
+                "time_ns": pa.array([r[2] for r in rows], pa.int64()),
+                "minutes": pa.array([r[3] for r in rows], pa.int32()),
+                "max_minute": pa.array([r[3] for r in rows], pa.int32()),
+            }
+        ),
+        "ratings": pa.table(
+            {
+                "user_id": pa.array([], pa.int64()),
+                "movie_id": pa.array([], pa.string()),
+                "rating": pa.array([], pa.int8()),
+                "time_ns": pa.array([], pa.int64()),
+            }
+        ),
+        "users": pa.table(
+            {
+                "user_id": pa.array([], pa.int64()),
+                "age": pa.array([], pa.int16()),
+                "gender": pa.array([], pa.string()),
+            }
+        ),
+        "movies": pa.table(
+            {
+                "movie_id": list(runtimes),
+                "runtime": pa.array(list(runtimes.values()), pa.float64()),
+            }
+        ),
+    }
+
+
+def test_completion_grades_follow_the_share_streamed() -> None:
+    from services.trainer.models.rerank import grades
+
+    rows = [
+        (1, "a+", 0, 50),  # user 1 streams 50 + 45 of a's 100 minutes: 95 %, grade 3
+        (1, "a+", 1, 45),
+        (1, "b+", 2, 60),  # 60 %: 2
+        (2, "b+", 3, 49),  # 49 %: 1
+        (2, "c+", 4, 30),  # c has no runtime: its longest watch (user 3's 40) is its length
+        (3, "c+", 5, 40),
+    ]
+    data = td.prepare(_watch_tables(rows, {"a+": 100, "b+": 100, "c+": None}), {}, 0.0, 0.0)
+    n = data.n_items
+    labels = data.train.pairs(n)
+    pairs = [(int(data.user_ids[k // n]), str(data.item_ids[k % n])) for k in labels]
+    assert pairs == [(1, "a+"), (1, "b+"), (2, "b+"), (2, "c+"), (3, "c+")]
+    assert grades(data, labels, "completion").tolist() == [3.0, 2.0, 1.0, 2.0, 3.0]
+    assert grades(data, labels, "watched").tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match="label_grade"):
+        grades(data, labels, "minutes")
+
+
+def test_graded_labels_train_the_ranker(prepared: td.Prepared) -> None:
+    graded = RerankModel({**SMALL, "label_grade": "completion"}, seed=5)
+    xs, ys, _, stats = graded.training_groups(prepared)
+    labels = np.concatenate(ys)
+    assert set(np.unique(labels).tolist()) == {0.0, 1.0, 2.0, 3.0}
+    # the same queries and candidates as binary labels: only the grades of the hits differ
+    same_xs, binary, _, same = RerankModel(SMALL, seed=5).training_groups(prepared)
+    assert stats == same
+    np.testing.assert_array_equal(np.vstack(xs), np.vstack(same_xs))
+    np.testing.assert_array_equal(labels > 0, np.concatenate(binary) > 0)
+    assert prepared.item_meta is not None
+    assert "item_vote_average" in feature_names(prepared)

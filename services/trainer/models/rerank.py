@@ -3,16 +3,20 @@
 Stage one (``services.common.scoring.Candidates``) proposes the top items by EASE, by
 recency-weighted popularity, by the user's demographic segment and by genre affinity ×
 popularity; each candidate carries the generators' scores (EASE, ALS, segment, genre affinity),
-the movie's features (popularity, recency, year, mean rating, genres: the movie API) and the
-user's (age, gender, occupation: the user API; history length, recency, mainstreamness).
+the movie's features (popularity, recency, year, mean rating, genres; where the snapshot has
+the movie API's numbers, its vote average, vote count, popularity and runtime) and the user's
+(age, gender, occupation: the user API; history length, recency, mainstreamness).
 
 Stage two ranks them with LightGBM lambdarank, and its labels come strictly after its features:
 the (user, movie) pairs that first appear in the training period's last ``label_fraction`` of
 events are the labels, and stage one is fitted on the events before that window only (every
 event of a label pair lies inside the window; ``label_windows`` > 1 adds the windows before it,
 each with its own earlier features, for more training users, until ``max_rank_users`` queries
-are drawn: a big world's newest window fills them alone).  A seeded share of the label users
-early-stops the boosting.  Stage one is then refitted on the whole training period, and the
+are drawn: a big world's newest window fills them alone).  ``label_grade: completion`` grades
+a label by the share of the movie streamed (``grades``): what a user picks is mostly among
+popular movies, how much of it they watch says how much they liked it, and online a list wins
+by movies users like.  A seeded share of the label users early-stops the boosting.  Stage one
+is then refitted on the whole training period, and the
 ranker, trained on features of the same meaning, ranks its candidates.  So ``fit`` reads the
 training period only: evaluated on validation, the model has never seen it; refitted on train +
 validation (the report's protocol), its last window is the validation period, which trains and
@@ -33,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.common.scoring import RANKER_FILE, RERANK_CROSS, Candidates
-from services.trainer.data import Period, Prepared
+from services.trainer.data import META_COLUMNS, Period, Prepared
 from services.trainer.models.base import (
     NS_PER_DAY,
     Arrays,
@@ -54,6 +58,8 @@ ITEM_FEATURES = (
     "days_since_last",
     "mean_rating",
 )
+META_FEATURES = ("vote_average", "log_vote_count", "log_api_popularity", "runtime")
+"""The movie API's numbers (``data.META_COLUMNS``; counts logged), when the snapshot has them."""
 USER_FEATURES = (
     "age",
     "gender",
@@ -78,6 +84,7 @@ def feature_names(data: Prepared) -> list[str]:
     return [
         *RERANK_CROSS,
         *(f"item_{n}" for n in ITEM_FEATURES),
+        *(f"item_{n}" for n in (META_FEATURES if data.item_meta is not None else ())),
         *(f"genre_{g}" for g in clean),
         *(f"user_{n}" for n in USER_FEATURES),
     ]
@@ -161,6 +168,46 @@ def _random_labels(
     return replace(data, periods=periods), labels, 0
 
 
+def completion(data: Prepared) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Sorted (user, item) keys of the training watches and the share of the movie streamed.
+
+    Minutes over the movie API's runtime; a movie without one counts its longest watch in the
+    period as its length.  Capped at 1 (a rewatch streams the minutes again).
+    """
+    n = data.n_items
+    tr = data.train
+    pair = tr.inter_user.astype(np.int64) * n + tr.inter_item
+    keys, inverse = np.unique(pair, return_inverse=True)
+    minutes = np.bincount(inverse, tr.inter_minutes, minlength=len(keys))
+    runtime = np.zeros(n)
+    np.maximum.at(runtime, keys % n, minutes)
+    if data.item_meta is not None:
+        api = data.item_meta[:, META_COLUMNS.index("runtime")].astype(np.float64)
+        runtime = np.where(np.isfinite(api) & (api > 0), api, runtime)
+    share = np.minimum(minutes / np.maximum(runtime[keys % n], 1.0), 1.0)
+    return keys, share
+
+
+def grades(data: Prepared, labels: npt.NDArray[np.int64], how: str) -> npt.NDArray[np.float64]:
+    """The relevance grade of each label pair (sorted keys): 1, or more for a stronger watch.
+
+    ``watched``: every label is 1.  ``completion``: 1, 2 from half the movie streamed, 3 from
+    90 % (``completion``; a pair only rated, never watched, is 1), so the ranker learns which
+    movies users stay with, not only pick.
+    """
+    if how == "watched" or not len(labels):
+        return np.ones(len(labels))
+    if how != "completion":
+        raise ValueError(f"rerank: label_grade must be 'watched' or 'completion', not {how!r}")
+    keys, share = completion(data)
+    if not len(keys):
+        return np.ones(len(labels))
+    pos = np.minimum(np.searchsorted(keys, labels), len(keys) - 1)
+    got = np.where(keys[pos] == labels, share[pos], 0.0)
+    out: npt.NDArray[np.float64] = (1 + (got >= 0.5).astype(int) + (got >= 0.9)).astype(float)
+    return out
+
+
 def _normalized(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """``values`` / their maximum (zeros stay zeros)."""
     out: npt.NDArray[np.float64] = values / max(float(values.max(initial=0.0)), 1e-12)
@@ -195,6 +242,7 @@ class RerankModel(ModelFamily):
         "label_fraction": 0.111,  # with a 10 % validation period, train + val's last window is it
         "label_windows": 2,
         "label_split": "time",  # or "random": per user, for protocols without time
+        "label_grade": "watched",  # or "completion": see ``grades``
         "max_rank_users": 20_000,
         "stop_share": 0.25,
         "learning_rate": 0.05,
@@ -309,6 +357,11 @@ class RerankModel(ModelFamily):
             else np.zeros((data.n_items, 0), np.float32)
         )
         item_cols = [np.log1p(viewers), *recent, year, days_first, days_last, mean_rating]
+        if data.item_meta is not None:
+            vote_avg, votes, api_pop, runtime = data.item_meta.astype(np.float64).T
+            # NaN (unknown) stays NaN: the ranker sends it down each split's missing side
+            with np.errstate(invalid="ignore"):  # a negative count is garbage: NaN too
+                item_cols += [vote_avg, np.log1p(votes), np.log1p(api_pop), runtime]
         item_features = np.column_stack([*item_cols, genres]).astype(np.float32)
 
         users = np.flatnonzero(known)
@@ -392,10 +445,15 @@ class RerankModel(ModelFamily):
                 picked = np.sort(rng.choice(picked, cap - queries, replace=False))
             queries += len(picked)
             found = total = 0
+            gain = grades(data, labels, str(p["label_grade"]))
             for j in picked.tolist():
                 cands, x = cand(int(rows[j]))
-                y = np.isin(cands, labels[starts[j] : ends[j]] % n).astype(np.float64)
-                found += int(y.sum())
+                own = labels[starts[j] : ends[j]] % n
+                hit = np.searchsorted(own, cands)
+                hit = np.minimum(hit, max(len(own) - 1, 0))
+                ok = own[hit] == cands if len(own) else np.zeros(len(cands), bool)
+                y = np.where(ok, gain[starts[j] + hit], 0.0)
+                found += int(ok.sum())
                 total += int(ends[j] - starts[j])
                 if y.any():
                     xs.append(x)
@@ -461,6 +519,11 @@ class RerankModel(ModelFamily):
             "num_threads": max(int(p["threads"]), 1),
             "verbosity": -1,
         }
+        if p["label_grade"] == "completion":
+            # a finished watch gains 1 as every ungraded label does, a partial one less
+            # (2^grade - 1, scaled): a source whose watches are all whole (ML-100K) trains the
+            # same ranker graded or not
+            params["label_gain"] = [(2.0**g - 1.0) / 7.0 for g in range(4)]
         callbacks: list[Any] = []
         valid = []
         if stop:
