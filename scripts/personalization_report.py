@@ -180,7 +180,9 @@ def lift_section(doc: dict[str, Any], source: str) -> str:
         f" {w.get('new_accounts_per_day', 2000):g} new accounts a day, seed {w['seed']}),"
         " backfilled in-process, split in time (10 % validation, 10 % test) and trained with",
         "`params.yaml`; offline NDCG@20 next to the oracle's lists (true taste, minus what the",
-        "user saw). Online, the backfilled simulator is copied once per arm and continues for"
+        "user saw), on validation by fits to the training period and on test, touched once, by",
+        "refits to training + validation. Online, the backfilled simulator is copied once per",
+        "arm and continues for"
         f" {r['online_hours']:g} simulated hours with every session asking that arm (same seed,",
         "same users, same clock): the 15-minute watch rate, compared per user with a one-sided",
         "paired t-test against the trained popularity list.",
@@ -222,7 +224,7 @@ def lift_section(doc: dict[str, Any], source: str) -> str:
     lines += [
         "",
         f"Goals for the served model ({best}, best on validation): offline test NDCG@20"
-        f" {_x(goals['offline_test_ndcg_x_popularity'])} popularity (goal ≥ 1.3×:"
+        f" {goals['offline_test_ndcg_x_popularity']:.3f}× popularity (goal ≥ 1.3×:"
         f" {met[goals['offline_at_least_1_3x']]}); online"
         f" {goals['online_points_over_popularity']:+.1f} points (goal ≥ +5, p < 0.01;"
         f" p = {goals['online_p_one_sided']:.1e}) closing"

@@ -22,3 +22,25 @@ def test_the_demo_world_has_weeks_of_history_and_few_new_accounts() -> None:
 
 def test_the_experiment_plans_for_no_more_users_per_arm_than_the_world_has() -> None:
     assert DEFAULT_POLICY["min_users"] <= DEFAULT_POLICY["max_users"] <= World().users // 2
+
+
+def test_the_lift_benchmark_gives_the_trainer_the_movie_api_as_ingest_does() -> None:
+    import numpy as np
+
+    from benchmarks.bench_lift import movies_table
+    from services.ingest.derived import SNAPSHOT_SCHEMAS
+    from services.simulator.world import World as SimWorld
+    from services.simulator.world import WorldConfig
+    from services.trainer import data as td
+
+    catalog = SimWorld.build(WorldConfig(seed=3, n_users=50, n_movies=40)).catalog
+    table = movies_table(catalog)
+    assert table.schema == SNAPSHOT_SCHEMAS["movies"]
+    ids = np.array(sorted(catalog.ids), dtype=str)
+    year, genres, _ = td._movie_features(table, ids)
+    meta = td._movie_meta(table, ids)
+    assert meta is not None and genres.sum() > 0 and (year > 0).all()
+    at = np.array([catalog.index[m] for m in ids])
+    np.testing.assert_allclose(meta[:, 3], catalog.runtime[at])
+    rated = catalog.vote_count[at] > 0
+    np.testing.assert_allclose(meta[rated, 0], catalog.vote_average[at][rated], atol=0.05)

@@ -359,9 +359,12 @@ class RerankModel(ModelFamily):
         item_cols = [np.log1p(viewers), *recent, year, days_first, days_last, mean_rating]
         if data.item_meta is not None:
             vote_avg, votes, api_pop, runtime = data.item_meta.astype(np.float64).T
-            # NaN (unknown) stays NaN: the ranker sends it down each split's missing side
-            with np.errstate(invalid="ignore"):  # a negative count is garbage: NaN too
-                item_cols += [vote_avg, np.log1p(votes), np.log1p(api_pop), runtime]
+            with np.errstate(invalid="ignore"):  # a negative count is garbage: unknown too
+                meta = [vote_avg, np.log1p(votes), np.log1p(api_pop), runtime]
+            # unknown is -1, below every real value, not NaN: a NaN among a request's features
+            # sends the served ranker down its slower missing-value path (1.2 ms against 0.7 ms
+            # p50 at a million users, where the synthetic catalog has no votes)
+            item_cols += [np.where(np.isfinite(c), c, -1.0) for c in meta]
         item_features = np.column_stack([*item_cols, genres]).astype(np.float32)
 
         users = np.flatnonzero(known)
