@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
+from services.common.events import WatchEvent, parse
 from services.simulator.engine import NS, Engine, EngineConfig
 from services.simulator.recommenders import make_recommender
 from services.simulator.scenarios import Scenario
@@ -33,3 +36,19 @@ def run_lines(
     for batch in engine.run(until_ns=cfg.start_ns + int(hours * 3600 * NS)):
         sink.write(batch.lines, batch.users)
     return sink.lines, engine
+
+
+def session_starts(lines: Iterable[str]) -> Iterator[WatchEvent]:
+    """The watch lines that start a viewing session, in stream order.
+
+    A session streams one line a minute of one movie; any other step starts a new one.
+    """
+    last: dict[int, tuple[str, int]] = {}
+    for line in lines:
+        ev = parse(line)
+        if not isinstance(ev, WatchEvent):
+            continue
+        prev = last.get(ev.user_id)
+        if prev is None or prev[0] != ev.movie_id or ev.time_ns - prev[1] != 60 * NS:
+            yield ev
+        last[ev.user_id] = (ev.movie_id, ev.time_ns)

@@ -13,6 +13,7 @@ from services.simulator.recommenders import OracleRecommender
 from services.simulator.runner import build_simulation
 from services.simulator.settings import SimulatorSettings
 from services.simulator.world import World, WorldConfig
+from tests.simulator.helpers import session_starts
 
 BUSY = WorldConfig(seed=7, n_users=500, n_movies=1_500, new_user_capacity=10)
 
@@ -28,21 +29,13 @@ def rewatch_share(behaviour: Behaviour, hours: float = 24) -> tuple[int, float]:
         behaviour=behaviour,
     )
     engine = Engine(world, cfg, None)
-    last: dict[int, tuple[str, int]] = {}
     played: defaultdict[int, set[str]] = defaultdict(set)
     sessions = repeats = 0
-    for batch in engine.run(until_ns=cfg.start_ns + int(hours * 3600 * NS)):
-        for line in batch.lines:
-            ev = parse(line)
-            if not isinstance(ev, WatchEvent):
-                continue
-            prev = last.get(ev.user_id)
-            # A session streams one line a minute; any other step starts a new one.
-            if prev is None or prev[0] != ev.movie_id or ev.time_ns - prev[1] != 60 * NS:
-                sessions += 1
-                repeats += ev.movie_id in played[ev.user_id]
-                played[ev.user_id].add(ev.movie_id)
-            last[ev.user_id] = (ev.movie_id, ev.time_ns)
+    batches = engine.run(until_ns=cfg.start_ns + int(hours * 3600 * NS))
+    for ev in session_starts(line for batch in batches for line in batch.lines):
+        sessions += 1
+        repeats += ev.movie_id in played[ev.user_id]
+        played[ev.user_id].add(ev.movie_id)
     return sessions, repeats / sessions
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.events import WatchEvent, parse
+from services.common.events import parse
 from services.simulator import cli
 from services.simulator.engine import NS, STATE_FILE, Engine, EngineConfig, saved_end_ns
 from services.simulator.evaluation import simulate_lines
 from services.simulator.recommenders import OracleRecommender
 from services.simulator.world import World, WorldConfig
-from tests.simulator.helpers import SMALL
+from tests.simulator.helpers import SMALL, session_starts
 
 WORLD = ["--seed", "3", "--users", "1000", "--movies", "300"]
 
@@ -33,16 +33,9 @@ def _backfilled(hours: float, path: Path, new_accounts: float = 150) -> Engine:
 def _finished_watches(lines: list[str], memory: np.ndarray, index: dict[str, int]) -> float:
     """Share of watch sessions in ``lines`` that replay a movie ``memory`` says was finished."""
     sessions = replays = 0
-    last: dict[int, tuple[str, int]] = {}
-    for line in lines:
-        ev = parse(line)
-        if not isinstance(ev, WatchEvent):
-            continue
-        prev = last.get(ev.user_id)
-        if prev is None or prev[0] != ev.movie_id or ev.time_ns - prev[1] != 60 * NS:
-            sessions += 1
-            replays += index[ev.movie_id] in memory[ev.user_id - 1]
-        last[ev.user_id] = (ev.movie_id, ev.time_ns)
+    for ev in session_starts(lines):
+        sessions += 1
+        replays += index[ev.movie_id] in memory[ev.user_id - 1]
     assert sessions > 500, sessions
     return replays / sessions
 
