@@ -307,9 +307,9 @@ class Stack:
     @property
     def backfill_state(self) -> Path:
         """The simulator's state where the backfill ended (truth and live runs go on from it)."""
-        from services.simulator.engine import STATE_FILE
+        from services.simulator.engine import state_file
 
-        return self.run / "sim" / "truth" / STATE_FILE
+        return state_file(self.run / "sim")
 
     @property
     def bootstrap(self) -> str:

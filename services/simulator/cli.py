@@ -347,9 +347,9 @@ def _api(args: argparse.Namespace, settings: SimulatorSettings) -> int:
 
 def _state_file(run_dir: str) -> Path:
     """The state a backfill saved in ``run_dir``, or a clear error."""
-    from services.simulator.engine import STATE_FILE
+    from services.simulator.engine import state_file
 
-    path = Path(run_dir) / "truth" / STATE_FILE
+    path = state_file(run_dir)
     if not path.is_file():
         raise not_found(
             f"no saved state in {path.parent}",

@@ -771,6 +771,11 @@ STATE_FILE: Final = "state.npz"
 """The engine's state at the end of a run, under ``<run_dir>/truth/`` (``Engine.save_state``)."""
 
 
+def state_file(run_dir: Path | str) -> Path:
+    """Where a run in ``run_dir`` saves its end state (``TruthWriter``; ``live --resume``)."""
+    return Path(run_dir) / "truth" / STATE_FILE
+
+
 def saved_end_ns(path: Path | str) -> int:
     """When the run whose state ``path`` holds ended (simulated ns since the epoch)."""
     with np.load(Path(path), allow_pickle=False) as z:
