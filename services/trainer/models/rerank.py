@@ -195,13 +195,26 @@ def grades(data: Prepared, labels: npt.NDArray[np.int64], how: str) -> npt.NDArr
     90 % (``completion``; a pair only rated, never watched, is 1), so the ranker learns which
     movies users stay with, not only pick.
     """
-    if how == "watched" or not len(labels):
-        return np.ones(len(labels))
-    if how != "completion":
+    return _graded(_shares(data, how), labels)
+
+
+def _shares(
+    data: Prepared, how: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
+    """``completion(data)`` when labels are graded by it (``how``), else None."""
+    if how not in ("watched", "completion"):
         raise ValueError(f"rerank: label_grade must be 'watched' or 'completion', not {how!r}")
-    keys, share = completion(data)
-    if not len(keys):
+    return completion(data) if how == "completion" else None
+
+
+def _graded(
+    shares: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None,
+    labels: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """``grades`` from ``completion``'s (keys, share), computed once for every window; None: 1."""
+    if shares is None or not len(shares[0]) or not len(labels):
         return np.ones(len(labels))
+    keys, share = shares
     pos = np.minimum(np.searchsorted(keys, labels), len(keys) - 1)
     got = np.where(keys[pos] == labels, share[pos], 0.0)
     out: npt.NDArray[np.float64] = (1 + (got >= 0.5).astype(int) + (got >= 0.9)).astype(float)
@@ -425,6 +438,8 @@ class RerankModel(ModelFamily):
             raise ValueError(
                 f"rerank: label_split must be 'time' or 'random', not {p['label_split']!r}"
             )
+        # the share of each training pair streamed, once: every window's labels look it up
+        shares = _shares(data, str(p["label_grade"]))
         cap = int(p["max_rank_users"])
         queries = 0
         for feats, labels, start in windows:
@@ -448,13 +463,12 @@ class RerankModel(ModelFamily):
                 picked = np.sort(rng.choice(picked, cap - queries, replace=False))
             queries += len(picked)
             found = total = 0
-            gain = grades(data, labels, str(p["label_grade"]))
+            gain = _graded(shares, labels)
             for j in picked.tolist():
                 cands, x = cand(int(rows[j]))
-                own = labels[starts[j] : ends[j]] % n
-                hit = np.searchsorted(own, cands)
-                hit = np.minimum(hit, max(len(own) - 1, 0))
-                ok = own[hit] == cands if len(own) else np.zeros(len(cands), bool)
+                own = labels[starts[j] : ends[j]] % n  # sorted, never empty: a label user's
+                hit = np.minimum(np.searchsorted(own, cands), len(own) - 1)
+                ok = own[hit] == cands
                 y = np.where(ok, gain[starts[j] + hit], 0.0)
                 found += int(ok.sum())
                 total += int(ends[j] - starts[j])
