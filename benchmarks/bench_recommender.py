@@ -214,17 +214,16 @@ def write_rerank_model(root: Path, quick: bool) -> int:
 
     Returns the highest user id, for the load generator's id range.
     """
-    import yaml
-
     from services.common.artifacts import write_artifact
     from services.trainer import data as td
     from services.trainer import synthetic
     from services.trainer.models import FAMILIES
+    from services.trainer.pipeline import load_params
 
     tables, _ = synthetic.generate(
         n_users=5_000 if quick else 20_000, n_items=N_ITEMS, mean_watches=7.0, seed=0
     )
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())["models"]["rerank"]
+    params = load_params(ROOT / "params.yaml")["models"]["rerank"]
     fitted = FAMILIES["rerank"](params, seed=0).fit(td.prepare(tables, {}, 0.1, 0.1))
     root.mkdir(parents=True, exist_ok=True)
     staging = root / ".staging-rerank"
