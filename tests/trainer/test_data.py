@@ -14,6 +14,7 @@ from services.common.snapshot import SnapshotError
 from services.trainer import data as td
 from services.trainer import synthetic
 from services.trainer.util import extreme_per_key, unique_ints
+from tests.trainer.helpers import snapshot_tables
 
 
 def test_split_is_temporal_and_disjoint(prepared: td.Prepared) -> None:
@@ -84,7 +85,7 @@ def test_save_load_round_trip(prepared: td.Prepared, tmp_path: Path) -> None:
 
 def test_movie_api_numbers_reach_the_models() -> None:
     watches = [(1, "a+2001", 0, 10), (2, "b+2002", 1, 20), (3, "c+2003", 2, 30)]
-    tables = _tables(watches, [(1, "a+2001", 0, 4)])
+    tables = snapshot_tables(watches, [(1, "a+2001", 0, 4)])
     movies = pa.table(
         {
             "movie_id": ["c+2003", "a+2001"],  # not in catalog order, one movie missing
@@ -186,34 +187,6 @@ def test_movielens_conversion(ml100k: str) -> None:
     assert prov["content_hash"] and prov["time_range"]["min_ns"] < prov["time_range"]["max_ns"]
 
 
-def _tables(watches: list[tuple[int, str, int, int]], ratings: list[tuple[int, str, int, int]]):
-    """Snapshot tables from (user, movie, time, minutes) and (user, movie, time, rating) rows."""
-    inter = pa.table(
-        {
-            "user_id": pa.array([w[0] for w in watches], pa.int64()),
-            "movie_id": [w[1] for w in watches],
-            "time_ns": pa.array([w[2] for w in watches], pa.int64()),
-            "minutes": pa.array([w[3] for w in watches], pa.int32()),
-            "max_minute": pa.array([w[3] for w in watches], pa.int32()),
-        }
-    )
-    rates = pa.table(
-        {
-            "user_id": pa.array([r[0] for r in ratings], pa.int64()),
-            "movie_id": [r[1] for r in ratings],
-            "rating": pa.array([r[3] for r in ratings], pa.int8()),
-            "time_ns": pa.array([r[2] for r in ratings], pa.int64()),
-        }
-    )
-    empty = synthetic.generate(n_users=1, n_items=1, seed=0)[0]
-    return {
-        "interactions": inter,
-        "ratings": rates,
-        "users": empty["users"].slice(0, 0),
-        "movies": empty["movies"].slice(0, 0),
-    }
-
-
 def test_each_period_is_cut_at_its_own_boundary() -> None:
     # ten watches start at t = 0..9 and one rating at t = 3: of these eleven pair times the
     # last 30% (from t = 6) are held out, the last 10% (from t = 8) test
@@ -222,7 +195,7 @@ def test_each_period_is_cut_at_its_own_boundary() -> None:
     watches += [(0, "m0+", 7, 5), (0, "m0+", 9, 7)]
     # user 0 rates m0+ 2 during training, then re-rates it 5 during the test period
     ratings = [(0, "m0+", 3, 2), (0, "m0+", 9, 5)]
-    p = td.prepare(_tables(watches, ratings), {}, val_fraction=0.2, test_fraction=0.1)
+    p = td.prepare(snapshot_tables(watches, ratings), {}, val_fraction=0.2, test_fraction=0.1)
     assert p.info["cutoffs_ns"] == {"val": 6, "test": 8}
     train, everything = p.periods["train"], p.periods["all"]
     u0 = int(np.searchsorted(p.user_ids, 0))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from services.common.artifacts import ArtifactError, load_artifact, write_artifact
@@ -19,6 +20,7 @@ from services.common.scoring import (
 from services.trainer import data as td
 from services.trainer.models.base import Fitted
 from services.trainer.models.rerank import RerankModel, empty_model, feature_names, label_windows
+from tests.trainer.helpers import snapshot_tables
 
 SMALL = {
     "l2": 50.0,
@@ -224,44 +226,6 @@ def test_windows_stop_once_the_query_cap_is_drawn(prepared: td.Prepared) -> None
     assert len(calls) == 2
 
 
-def _watch_tables(rows: list[tuple[int, str, int, int]], runtimes: dict[str, float | None]):
-    """Snapshot tables from (user, movie, time, minutes) watch rows and each movie's runtime."""
-    import pyarrow as pa
-
-    return {
-        "interactions": pa.table(
-            {
-                "user_id": pa.array([r[0] for r in rows], pa.int64()),
-                "movie_id": [r[1] for r in rows],
-                "time_ns": pa.array([r[2] for r in rows], pa.int64()),
-                "minutes": pa.array([r[3] for r in rows], pa.int32()),
-                "max_minute": pa.array([r[3] for r in rows], pa.int32()),
-            }
-        ),
-        "ratings": pa.table(
-            {
-                "user_id": pa.array([], pa.int64()),
-                "movie_id": pa.array([], pa.string()),
-                "rating": pa.array([], pa.int8()),
-                "time_ns": pa.array([], pa.int64()),
-            }
-        ),
-        "users": pa.table(
-            {
-                "user_id": pa.array([], pa.int64()),
-                "age": pa.array([], pa.int16()),
-                "gender": pa.array([], pa.string()),
-            }
-        ),
-        "movies": pa.table(
-            {
-                "movie_id": list(runtimes),
-                "runtime": pa.array(list(runtimes.values()), pa.float64()),
-            }
-        ),
-    }
-
-
 def test_completion_grades_follow_the_share_streamed() -> None:
     from services.trainer.models.rerank import grades
 
@@ -273,7 +237,10 @@ def test_completion_grades_follow_the_share_streamed() -> None:
         (2, "c+", 4, 30),  # c has no runtime: its longest watch (user 3's 40) is its length
         (3, "c+", 5, 40),
     ]
-    data = td.prepare(_watch_tables(rows, {"a+": 100, "b+": 100, "c+": None}), {}, 0.0, 0.0)
+    runtimes = pa.table(
+        {"movie_id": ["a+", "b+", "c+"], "runtime": pa.array([100, 100, None], pa.float64())}
+    )
+    data = td.prepare(snapshot_tables(rows, [], runtimes), {}, 0.0, 0.0)
     n = data.n_items
     labels = data.train.pairs(n)
     pairs = [(int(data.user_ids[k // n]), str(data.item_ids[k % n])) for k in labels]
